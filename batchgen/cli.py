@@ -1,0 +1,230 @@
+"""The command line: a thin click shell over the pipeline.
+
+Data goes to stdout; progress, logs and warnings to stderr. Errors read
+``Error: <what> (<where>): <how to fix>``. Exit codes are listed in README.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from batchgen.config import SETTINGS_DOC, Settings, resolve_settings
+from batchgen.errors import BatchgenError, UsageError
+from batchgen.lock import LockHeld
+from batchgen.pipeline.runner import EXIT_LOCKED, EXIT_USAGE
+from batchgen.progress import Reporter
+
+# Run flags come from the settings table, so the table, --help and README cannot drift apart.
+_SKIP_FLAGS = {"dry_run", "retry_failed", "simulate", "quiet", "params"}
+_BOOL_FIELDS = {"allow_partial", "retry_failed", "dry_run", "simulate", "quiet"}
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add one option per setting that has a flag (see config.SETTINGS_DOC)."""
+    for doc in reversed(SETTINGS_DOC):
+        if not doc.flag or not doc.flag.startswith("--") or doc.field in _SKIP_FLAGS:
+            continue
+        env = f" [env: {doc.env}]" if doc.env else ""
+        help_text = f"{doc.meaning} Default: {doc.default}.{env}"
+        if doc.field in _BOOL_FIELDS:
+            func = click.option(doc.flag, doc.field, is_flag=True, default=None, help=help_text)(func)
+        else:
+            func = click.option(doc.flag, doc.field, default=None, metavar="VALUE", help=help_text)(func)
+    func = click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Default param for every row (repeatable).")(func)
+    func = click.option("--simulate", is_flag=True, default=None, help="Run against an in-process simulator of the API (no key, no credits spent).")(func)
+    func = click.option("-q", "--quiet", is_flag=True, default=None, help="Only errors on stderr.")(func)
+    return func
+
+
+def resolve(job: str | None, flags: dict[str, Any]) -> Settings:
+    """Settings from the job file, flags and environment; a user's mistake exits 2 with one line."""
+    params = flags.pop("params", None)
+    if params:
+        table = {}
+        for item in params:
+            if "=" not in item:
+                _fail(f"--param expects KEY=VALUE (--param {item}): write e.g. --param output_format=jpeg")
+            k, v = item.split("=", 1)
+            table[k.strip()] = v.strip()
+        flags["params"] = table
+    if job is not None and not Path(job).exists():
+        _fail(f"job file not found ({job}): give the path of a .toml job file, e.g. jobs/sample.toml")
+    try:
+        return resolve_settings(Path(job) if job else None, flags, os.environ)
+    except UsageError as exc:
+        _fail(str(exc))
+        raise AssertionError from exc  # unreachable
+
+
+def make_reporter(settings: Settings) -> Reporter:
+    return Reporter(
+        mode=settings.progress,
+        log_format=settings.log_format,
+        quiet=settings.quiet,
+        status_interval=settings.status_interval,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="batchgen")
+def main() -> None:
+    """Batch image generation through the Rivya Public API v1.
+
+    \b
+    Example:
+      batchgen run jobs/sample.toml --simulate
+    """
+
+
+@main.command()
+@click.argument("job", required=False)
+@settings_options
+@click.option("--dry-run", "dry_run", is_flag=True, default=None, help="Same as `batchgen estimate`: validate and price, send nothing.")
+@click.option("--retry-failed", "retry_failed", is_flag=True, default=None, help="Resubmit rows that failed in earlier runs (new tasks: costs credits).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+def run(job: str | None, as_json: bool, **flags: Any) -> None:
+    """Run a job: manifest in, results table out, resumable at any point.
+
+    \b
+    Example:
+      batchgen run jobs/sample.toml --simulate
+      RIVYA_API_KEY=rvya_sk_... batchgen run jobs/catalog.toml --max-credits 5000
+    """
+    settings = resolve(job, flags)
+    if settings.dry_run:
+        from batchgen.estimate import run_estimate
+
+        sys.exit(run_estimate(settings, as_json=as_json, out=None))
+    from batchgen.pipeline.runner import run_job
+
+    reporter = make_reporter(settings)
+    try:
+        result = asyncio.run(run_job(settings, reporter))
+    except LockHeld as exc:
+        _fail(str(exc), EXIT_LOCKED)
+        return
+    except UsageError as exc:
+        _fail(str(exc))
+        return
+    except BatchgenError as exc:
+        _fail(str(exc), 3)
+        return
+    if as_json:
+        click.echo(json.dumps(result.summary, indent=2, sort_keys=True))
+    elif not settings.quiet:
+        click.echo(format_summary(result.summary), err=True)
+    sys.exit(result.exit_code)
+
+
+@main.command()
+@click.argument("job", required=False)
+@settings_options
+@click.option("--retry-failed", "retry_failed", is_flag=True, default=None, help="Price resubmitting rows that failed before.")
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON on stdout.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a per-row table (.csv or .parquet): would_submit / skip / invalid, credits, reason.")
+def estimate(job: str | None, as_json: bool, out: Path | None, **flags: Any) -> None:
+    """Price a job exactly and find every invalid row, spending nothing.
+
+    Sends no POST: no upload, no task. Works offline; with an API key it also reads the balance.
+    Exit 0 affordable and valid, 1 some rows invalid, 3 not affordable, 2 bad usage.
+
+    \b
+    Example:
+      batchgen estimate jobs/sample.toml --max-credits 100
+    """
+    from batchgen.estimate import run_estimate
+
+    settings = resolve(job, flags)
+    try:
+        sys.exit(run_estimate(settings, as_json=as_json, out=out))
+    except UsageError as exc:
+        _fail(str(exc))
+
+
+def _journal_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--journal", "journal", default=None, metavar="PATH", help="The job's journal (default: from the job file).")(func)
+    return click.option("--output", "output", default=None, metavar="PATH", help="The job's output table (default: from the job file).")(func)
+
+
+@main.command()
+@click.argument("job", required=False)
+@_journal_options
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON on stdout.")
+def status(job: str | None, as_json: bool, **flags: Any) -> None:
+    """Show a job's rows by state, credits, and its last runs (safe during a run).
+
+    \b
+    Example:
+      batchgen status jobs/sample.toml --json
+    """
+    from batchgen.ops import format_status, job_status
+
+    settings = resolve(job, flags)
+    try:
+        s = job_status(settings)
+    except UsageError as exc:
+        _fail(str(exc))
+        return
+    click.echo(json.dumps(s, indent=2) if as_json else format_status(s))
+
+
+@main.command()
+@click.argument("job", required=False)
+@_journal_options
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="File to write (.csv or .parquet).")
+def export(job: str | None, out: Path, **flags: Any) -> None:
+    """Write the output table from the journal, at any time (even mid-run).
+
+    \b
+    Example:
+      batchgen export jobs/sample.toml --out results.parquet
+    """
+    from batchgen.ops import export as do_export
+
+    settings = resolve(job, flags)
+    try:
+        n = do_export(settings, out)
+    except UsageError as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"wrote {n} rows to {out}", err=True)
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """The end-of-run summary, for people."""
+    lines = [
+        f"batchgen: {s.get('outcome', '?')} in {s.get('wall_seconds', 0):.1f}s, {s.get('rows', 0)} rows",
+        "  by status: " + ", ".join(f"{k} {v}" for k, v in s.get("by_status", {}).items()),
+        f"  generated this run {s.get('generated_this_run', 0)}, kept from earlier runs {s.get('kept', 0)}",
+        f"  credits: reserved {s.get('credits_reserved', 0)}, charged {s.get('credits_charged', 0)} "
+        f"({s.get('credits_charged_this_run', 0)} this run)",
+    ]
+    if s.get("errors"):
+        lines.append("  errors: " + ", ".join(f"{k} {v}" for k, v in s["errors"].items()))
+    lines.append(f"  output: {s.get('output')}")
+    return "\n".join(lines)
+
+
+def _register_optional() -> None:
+    from batchgen.sim.cli import sim_command
+
+    main.add_command(sim_command, "sim")
+
+
+_register_optional()
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

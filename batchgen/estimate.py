@@ -1,0 +1,266 @@
+"""``batchgen estimate`` (= ``run --dry-run``): exact cost before spending anything.
+
+It plans the manifest through the very code ``run`` uses (pipeline.plan via scan_manifest), reads
+the journal without writing it, and sends no POST of any kind: with an API key it only reads the
+balance (``GET /credits``); without one it works offline.
+
+Exit codes: 0 affordable and valid; 1 some rows invalid; 2 bad usage; 3 not affordable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from batchgen import journal as J
+from batchgen.catalog import Catalog
+from batchgen.config import Settings
+from batchgen.errors import BatchgenError, UsageError
+from batchgen.pipeline import plan as P
+from batchgen.pipeline.runner import EXIT_OK, EXIT_ROWS_FAILED, EXIT_STOPPED, scan_manifest
+
+# Stated defaults when the journal has no history of this job.
+DEFAULT_RATE = 10.0  # requests/s assumed for an account whose limit we have not seen
+DEFAULT_LATENCY = (5.0, 30.0)  # seconds from submit to done: (typical, slow)
+POLLS_PER_ROW = (1.5, 3.0)
+
+ROW_SCHEMA = pa.schema(
+    [
+        ("row_number", pa.int64()),
+        ("key", pa.string()),
+        ("model", pa.string()),
+        ("decision", pa.string()),
+        ("credits", pa.int64()),
+        ("reason", pa.string()),
+    ]
+)
+_DECISION = {
+    P.SUBMIT: "would_submit",
+    P.RESUME: "in_flight",
+    P.KEEP: "skip",
+    P.KEEP_FAILED: "skip",
+    P.INVALID: "invalid",
+    P.DUPLICATE: "invalid",
+}
+
+
+@dataclass
+class Estimate:
+    """The figures of an estimate (``--json`` prints this)."""
+
+    job_id: str
+    rows: int = 0
+    decisions: dict[str, int] = field(default_factory=dict)
+    credits: int = 0
+    credits_by_model: dict[str, int] = field(default_factory=dict)
+    rows_by_model: dict[str, int] = field(default_factory=dict)
+    unique_reference_files: int = 0
+    reference_bytes: int = 0
+    references_cached: int = 0
+    remote_references: int = 0
+    duration_seconds: tuple[float, float] = (0.0, 0.0)
+    duration_basis: str = ""
+    max_credits: int | None = None
+    balance: int | None = None
+    balance_error: str | None = None
+    affordable: bool = True
+    verdict: str = ""
+    invalid_examples: list[str] = field(default_factory=list)
+
+
+class _RowWriter:
+    """Streams the per-row table (--out) as CSV or Parquet."""
+
+    def __init__(self, path: Path) -> None:
+        suffix = path.suffix.lower()
+        if suffix not in (".csv", ".parquet", ".pq"):
+            raise UsageError("unsupported --out format", str(path), "use a .csv or .parquet file name")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer: Any = (
+            pacsv.CSVWriter(str(path), ROW_SCHEMA) if suffix == ".csv" else pq.ParquetWriter(str(path), ROW_SCHEMA)
+        )
+
+    def write(self, plans: list[P.RowPlan]) -> None:
+        cols: dict[str, list[Any]] = {name: [] for name in ROW_SCHEMA.names}
+        for p in plans:
+            cols["row_number"].append(p.spec.row_number)
+            cols["key"].append(p.spec.key)
+            cols["model"].append(p.spec.model)
+            cols["decision"].append(_DECISION[p.action])
+            cols["credits"].append(p.cost if p.action == P.SUBMIT else 0)
+            cols["reason"].append(p.reason)
+        self.writer.write_table(pa.table(cols, schema=ROW_SCHEMA))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def estimate(settings: Settings, *, out: Path | None = None, catalog: Catalog | None = None) -> Estimate:
+    """Plan the job offline and price it (no network here; see :func:`fetch_balance`)."""
+    catalog = catalog or Catalog.default()
+    journal = J.Journal(settings.journal, readonly=True) if settings.journal.exists() else None
+    refs: dict[str, int] = {}
+    remote: set[str] = set()
+    rows_by_model: Counter[str] = Counter()
+    writer = _RowWriter(out) if out is not None else None
+
+    def on_plans(plans: list[P.RowPlan]) -> None:
+        for p in plans:
+            if p.action != P.SUBMIT:
+                continue
+            rows_by_model[p.spec.model or ""] += 1
+            if p.ref is not None:
+                if p.ref.sha256:
+                    refs[p.ref.sha256] = p.ref.size or 0
+                else:
+                    remote.add(p.ref.source)
+        if writer is not None:
+            writer.write(plans)
+
+    try:
+        scan = scan_manifest(settings, catalog, journal, 0, on_plans=on_plans, record=False)
+        cached = len(journal.cached_upload_shas(refs)) if journal is not None and refs else 0
+        history = journal.durations(2000) if journal is not None else []
+        rates = [r["summary"].get("request_rate") for r in journal.last_runs(10)] if journal is not None else []
+    finally:
+        if writer is not None:
+            writer.close()
+        if journal is not None:
+            journal.close()
+    est = Estimate(job_id=settings.job_id, max_credits=settings.max_credits)
+    est.rows = scan.rows
+    decisions: Counter[str] = Counter()
+    for action, n in scan.actions.items():
+        decisions[_DECISION[action]] += n
+    est.decisions = dict(sorted(decisions.items()))
+    est.credits = scan.cost_to_submit
+    est.credits_by_model = dict(sorted(scan.cost_by_model.items()))
+    est.rows_by_model = dict(sorted(rows_by_model.items()))
+    est.unique_reference_files = len(refs)
+    est.reference_bytes = sum(refs.values())
+    est.references_cached = cached
+    est.remote_references = len(remote)
+    est.invalid_examples = scan.invalid_messages
+    seen_rates = [r for r in rates if r]
+    est.duration_seconds, est.duration_basis = duration_range(
+        scan.actions[P.SUBMIT], len(refs) - cached + len(remote), [s for _, s in history], seen_rates, settings.rate
+    )
+    return est
+
+
+def duration_range(
+    rows: int, uploads: int, latencies: list[float], rates: list[float], rate_cap: float | None
+) -> tuple[tuple[float, float], str]:
+    """A (low, high) wall-time range: requests over the request rate, plus task latency."""
+    if rows == 0:
+        return (0.0, 0.0), "nothing to submit"
+    if rates:
+        rate = statistics.median(rates)
+        basis = f"request rate {rate:.1f}/s seen in past runs"
+    else:
+        rate = DEFAULT_RATE
+        basis = f"no past runs: assumed {DEFAULT_RATE:g} requests/s"
+    if rate_cap:
+        rate = min(rate, rate_cap)
+    if len(latencies) >= 5:
+        q = statistics.quantiles(latencies, n=10)
+        typical, slow = statistics.median(latencies), q[-1]
+        basis += f", task latency median {typical:.1f}s / p90 {slow:.1f}s from {len(latencies)} past tasks"
+    else:
+        typical, slow = DEFAULT_LATENCY
+        basis += f", assumed task latency {typical:g}-{slow:g}s"
+    low = (rows * (1 + POLLS_PER_ROW[0]) + uploads) / rate + typical
+    high = (rows * (1 + POLLS_PER_ROW[1]) + uploads) / rate + slow
+    return (round(low, 1), round(high, 1)), basis
+
+
+async def fetch_balance(settings: Settings) -> int:
+    """The live balance: the only request an estimate makes (a GET)."""
+    from batchgen.client import RivyaClient
+
+    async with RivyaClient(settings.base_url, settings.api_key) as client:
+        return await client.get_credits()
+
+
+def judge(est: Estimate) -> int:
+    """Set the verdict and return the exit code."""
+    problems = []
+    if est.max_credits is not None and est.credits > est.max_credits:
+        problems.append(f"needs {est.credits} credits, over --max-credits {est.max_credits}")
+    if est.balance is not None and est.credits > est.balance:
+        problems.append(f"needs {est.credits} credits, the balance is {est.balance}")
+    est.affordable = not problems
+    invalid = est.decisions.get("invalid", 0)
+    if problems:
+        est.verdict = "NOT affordable: " + "; ".join(problems)
+        return EXIT_STOPPED
+    if est.balance is None:
+        basis = "no API key: balance not checked" if est.balance_error is None else f"balance not checked ({est.balance_error})"
+        est.verdict = f"affordable within the cap ({basis})" if est.max_credits is not None else f"cost known ({basis})"
+    else:
+        est.verdict = f"affordable: balance {est.balance} covers {est.credits}"
+    if invalid:
+        est.verdict += f"; {invalid} invalid rows will not be sent"
+        return EXIT_ROWS_FAILED
+    return EXIT_OK
+
+
+def render(est: Estimate) -> str:
+    """The readable table printed on stdout."""
+    lo, hi = est.duration_seconds
+    lines = [f"Estimate for job {est.job_id}: {est.rows} rows"]
+    for name in ("would_submit", "in_flight", "skip", "invalid"):
+        lines.append(f"  {name:<14}{est.decisions.get(name, 0):>10}")
+    lines.append("")
+    lines.append(f"  {'model':<20}{'rows':>8}{'credits':>10}")
+    for model, credits in est.credits_by_model.items():
+        lines.append(f"  {model:<20}{est.rows_by_model.get(model, 0):>8}{credits:>10}")
+    lines.append(f"  {'total':<20}{est.decisions.get('would_submit', 0):>8}{est.credits:>10}")
+    lines.append("")
+    lines.append(
+        f"  uploads: {est.unique_reference_files} unique local files, {est.reference_bytes:,} bytes, "
+        f"{est.references_cached} already uploaded; {est.remote_references} remote URLs"
+    )
+    lines.append(f"  duration: {_hms(lo)} to {_hms(hi)} ({est.duration_basis})")
+    if est.max_credits is not None:
+        lines.append(f"  --max-credits: {est.max_credits}")
+    if est.balance is not None:
+        lines.append(f"  balance: {est.balance}")
+    for example in est.invalid_examples:
+        lines.append(f"  invalid {example}")
+    lines.append(est.verdict)
+    return "\n".join(lines)
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
+
+
+def run_estimate(settings: Settings, *, as_json: bool, out: Path | None) -> int:
+    """The CLI's estimate: print the table (or JSON) and return the exit code."""
+    import click
+
+    est = estimate(settings, out=out)
+    if settings.api_key is not None and not settings.simulate:
+        try:
+            est.balance = asyncio.run(fetch_balance(settings))
+        except BatchgenError as exc:
+            est.balance_error = str(exc)
+    code = judge(est)
+    if as_json:
+        click.echo(json.dumps(asdict(est), indent=2))
+    else:
+        click.echo(render(est))
+    return code

@@ -1,0 +1,434 @@
+"""The journal: one SQLite file per job, the single source of truth of a run.
+
+Every state change of a row is committed before the next step depends on it; the output table,
+``status`` and ``export`` are views of it. Schema changes are named migrations, applied once each
+in their own transaction and recorded in ``migrations``.
+
+Tables:
+
+- ``rows``: one per row key: content (model, prompt, params, reference), its fingerprint, the
+  retry epoch that goes into its Idempotency-Key, state, task id, credits, result, error, timings,
+  download, and ``seen_run`` (the last scan that found the key in the manifest).
+- ``extra_rows``: manifest rows that cannot own a key (blank or duplicate key), per scan.
+- ``uploads``: the upload cache, sha256 of the bytes -> the service's file id and url.
+- ``runs``: one per invocation, with its outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+# Row states (DESIGN.md). ``ready`` also covers "submitted, outcome unknown": the next run resends
+# the same key and body, and the service answers with the original task if there was one.
+PENDING = "pending"
+READY = "ready"
+SUBMITTED = "submitted"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+INVALID = "invalid"
+BLOCKED = "blocked"
+TIMED_OUT = "timed_out"
+STATES = (PENDING, READY, SUBMITTED, SUCCEEDED, FAILED, INVALID, BLOCKED, TIMED_OUT)
+TERMINAL = frozenset({SUCCEEDED, FAILED, INVALID})
+IN_FLIGHT = frozenset({SUBMITTED, TIMED_OUT})
+TO_SUBMIT = frozenset({PENDING, READY, BLOCKED})
+
+
+def now_iso() -> str:
+    """UTC timestamp with milliseconds, as the API writes them."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_initial",
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            pid INTEGER,
+            mode TEXT NOT NULL,
+            outcome TEXT,
+            exit_code INTEGER,
+            summary TEXT
+        );
+        CREATE TABLE rows (
+            key TEXT PRIMARY KEY,
+            row_index INTEGER NOT NULL,
+            row_number INTEGER NOT NULL,
+            seen_run INTEGER NOT NULL,
+            model TEXT,
+            prompt TEXT,
+            params TEXT NOT NULL DEFAULT '{}',
+            reference TEXT,
+            reference_sha256 TEXT,
+            passthrough TEXT NOT NULL DEFAULT '{}',
+            fingerprint TEXT,
+            epoch INTEGER NOT NULL DEFAULT 0,
+            cost INTEGER NOT NULL DEFAULT 0,
+            state TEXT NOT NULL,
+            task_id TEXT,
+            idempotency_key TEXT,
+            reserved_credits INTEGER NOT NULL DEFAULT 0,
+            final_credits INTEGER NOT NULL DEFAULT 0,
+            primary_url TEXT,
+            urls TEXT,
+            error_code TEXT,
+            error_field TEXT,
+            error_message TEXT,
+            request_id TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            submitted_at TEXT,
+            finished_at TEXT,
+            generated_run INTEGER,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX rows_by_run_index ON rows (seen_run, row_index);
+        CREATE INDEX rows_by_state ON rows (state);
+        CREATE TABLE extra_rows (
+            run_id INTEGER NOT NULL,
+            row_index INTEGER NOT NULL,
+            row_number INTEGER NOT NULL,
+            key TEXT,
+            error_code TEXT NOT NULL,
+            error_field TEXT,
+            error_message TEXT NOT NULL,
+            passthrough TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (run_id, row_index)
+        );
+        CREATE TABLE uploads (
+            sha256 TEXT PRIMARY KEY,
+            model TEXT,
+            file_id TEXT NOT NULL,
+            url TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            mime_type TEXT,
+            name TEXT,
+            size INTEGER,
+            uploaded_at TEXT NOT NULL
+        );
+        """,
+    ),
+    (
+        "0002_downloads_and_timings",
+        """
+        ALTER TABLE rows ADD COLUMN download_path TEXT;
+        ALTER TABLE rows ADD COLUMN download_bytes INTEGER;
+        ALTER TABLE rows ADD COLUMN download_sha256 TEXT;
+        ALTER TABLE rows ADD COLUMN download_error TEXT;
+        ALTER TABLE rows ADD COLUMN duration_s REAL;
+        """,
+    ),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A cached upload: what ``referenceMediaItems`` needs, keyed by the bytes' sha256."""
+
+    sha256: str
+    file_id: str
+    url: str
+    kind: str
+    mime_type: str | None
+    name: str | None
+    size: int | None
+
+
+class Journal:
+    """A job's SQLite journal. Not thread-safe: one per process, used from one event loop."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if readonly:
+            uri = f"file:{self.path}?mode=ro"
+            self.db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives a process crash (SIGKILL); only an OS crash or
+        # power loss can drop the last commits, which idempotent replay then recovers.
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.row_factory = sqlite3.Row
+        if not readonly:
+            self.migrate()
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def migrate(self) -> list[str]:
+        """Apply the migrations not yet recorded; return their names."""
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        done = {r[0] for r in self.db.execute("SELECT name FROM migrations")}
+        applied = []
+        for name, sql in MIGRATIONS:
+            if name in done:
+                continue
+            with self.transaction():
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(
+                    "INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, now_iso())
+                )
+            applied.append(name)
+        return applied
+
+    def migrations(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT name FROM migrations ORDER BY name")]
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.db)
+
+    # -- meta and runs --------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def start_run(self, pid: int, mode: str) -> int:
+        cur = self.db.execute(
+            "INSERT INTO runs (started_at, pid, mode) VALUES (?, ?, ?)", (now_iso(), pid, mode)
+        )
+        return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, outcome: str, exit_code: int, summary: dict[str, Any]) -> None:
+        self.db.execute(
+            "UPDATE runs SET finished_at = ?, outcome = ?, exit_code = ?, summary = ? WHERE id = ?",
+            (now_iso(), outcome, exit_code, json.dumps(summary, sort_keys=True), run_id),
+        )
+
+    def last_runs(self, limit: int = 5) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["summary"] = json.loads(d["summary"]) if d["summary"] else None
+            out.append(d)
+        return out
+
+    def last_scan_run(self) -> int | None:
+        """The run whose manifest scan the output table reflects (the latest scan)."""
+        value = self.get_meta("last_scan_run")
+        return int(value) if value else None
+
+    # -- rows -----------------------------------------------------------------------------------
+
+    def get_rows(self, keys: Sequence[str]) -> dict[str, sqlite3.Row]:
+        """Existing rows by key (chunked IN queries)."""
+        found: dict[str, sqlite3.Row] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.db.execute(f"SELECT * FROM rows WHERE key IN ({marks})", chunk):
+                found[r["key"]] = r
+        return found
+
+    def get_row(self, key: str) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM rows WHERE key = ?", (key,)).fetchone()
+
+    def upsert_rows(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Insert or replace whole rows (one transaction for the batch)."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for r in rows:
+            groups.setdefault(tuple(r), []).append(r)
+        stamp = now_iso()
+        with self.transaction():
+            for cols_t, members in groups.items():
+                cols = [*cols_t, "updated_at"]
+                values = [(*(r[c] for c in cols_t), stamp) for r in members]
+                if "state" in cols_t:  # a whole row: insert, or replace what the key had
+                    marks = ",".join("?" * len(cols))
+                    updates = ",".join(f"{c} = excluded.{c}" for c in cols if c != "key")
+                    sql = (
+                        f"INSERT INTO rows ({','.join(cols)}) VALUES ({marks}) "
+                        f"ON CONFLICT(key) DO UPDATE SET {updates}"
+                    )
+                else:  # a partial update of an existing row (kept or resumed)
+                    sets = ",".join(f"{c} = ?" for c in cols if c != "key")
+                    sql = f"UPDATE rows SET {sets} WHERE key = ?"
+                    values = [(*v[1:], v[0]) for v in values] if cols[0] == "key" else values
+                self.db.executemany(sql, values)
+
+    def update_row(self, key: str, **fields: Any) -> None:
+        """Commit a change of one row (its own transaction: autocommit)."""
+        fields["updated_at"] = now_iso()
+        sets = ",".join(f"{k} = ?" for k in fields)
+        self.db.execute(f"UPDATE rows SET {sets} WHERE key = ?", (*fields.values(), key))
+
+    def update_rows(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Commit several row changes in one transaction."""
+        if not changes:
+            return
+        with self.transaction():
+            for key, fields in changes:
+                self.update_row(key, **fields)
+
+    def add_extra_rows(self, rows: Iterable[dict[str, Any]]) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO extra_rows (run_id, row_index, row_number, key, error_code, "
+                "error_field, error_message, passthrough) VALUES (:run_id, :row_index, :row_number, "
+                ":key, :error_code, :error_field, :error_message, :passthrough)",
+                list(rows),
+            )
+
+    def iter_scan(self, run_id: int, states: Iterable[str] | None = None, page: int = 2000) -> Iterator[sqlite3.Row]:
+        """Rows seen by scan ``run_id`` in manifest order, paged (never all in memory)."""
+        wanted = tuple(states) if states is not None else None
+        last = -1
+        while True:
+            if wanted is None:
+                batch = self.db.execute(
+                    "SELECT * FROM rows WHERE seen_run = ? AND row_index > ? ORDER BY row_index LIMIT ?",
+                    (run_id, last, page),
+                ).fetchall()
+            else:
+                marks = ",".join("?" * len(wanted))
+                batch = self.db.execute(
+                    f"SELECT * FROM rows WHERE seen_run = ? AND row_index > ? AND state IN ({marks}) "
+                    "ORDER BY row_index LIMIT ?",
+                    (run_id, last, *wanted, page),
+                ).fetchall()
+            if not batch:
+                return
+            yield from batch
+            last = batch[-1]["row_index"]
+
+    def iter_extra(self, run_id: int) -> Iterator[sqlite3.Row]:
+        yield from self.db.execute(
+            "SELECT * FROM extra_rows WHERE run_id = ? ORDER BY row_index", (run_id,)
+        )
+
+    def counts(self, run_id: int) -> dict[str, int]:
+        """Rows of a scan by state (extra rows count as invalid)."""
+        out = {
+            r[0]: r[1]
+            for r in self.db.execute(
+                "SELECT state, COUNT(*) FROM rows WHERE seen_run = ? GROUP BY state", (run_id,)
+            )
+        }
+        extra = self.db.execute(
+            "SELECT COUNT(*) FROM extra_rows WHERE run_id = ?", (run_id,)
+        ).fetchone()[0]
+        if extra:
+            out[INVALID] = out.get(INVALID, 0) + extra
+        return out
+
+    def credit_totals(self, run_id: int) -> dict[str, int]:
+        r = self.db.execute(
+            "SELECT COALESCE(SUM(reserved_credits), 0), COALESCE(SUM(final_credits), 0) FROM rows "
+            "WHERE seen_run = ?",
+            (run_id,),
+        ).fetchone()
+        return {"reserved": int(r[0]), "charged": int(r[1])}
+
+    def error_counts(self, run_id: int) -> dict[str, int]:
+        out = {
+            r[0]: r[1]
+            for r in self.db.execute(
+                "SELECT error_code, COUNT(*) FROM rows WHERE seen_run = ? AND error_code IS NOT NULL "
+                "AND state != 'succeeded' GROUP BY error_code",
+                (run_id,),
+            )
+        }
+        for r in self.db.execute(
+            "SELECT error_code, COUNT(*) FROM extra_rows WHERE run_id = ? GROUP BY error_code", (run_id,)
+        ):
+            out[r[0]] = out.get(r[0], 0) + r[1]
+        return out
+
+    def durations(self, limit: int = 2000) -> list[tuple[str, float]]:
+        """Recent (model, seconds from submit to done) pairs, for estimates and first polls."""
+        return [
+            (r[0], float(r[1]))
+            for r in self.db.execute(
+                "SELECT model, duration_s FROM rows WHERE duration_s IS NOT NULL "
+                "ORDER BY finished_at DESC LIMIT ?",
+                (limit,),
+            )
+        ]
+
+    # -- uploads --------------------------------------------------------------------------------
+
+    def get_upload(self, sha256: str) -> Upload | None:
+        r = self.db.execute("SELECT * FROM uploads WHERE sha256 = ?", (sha256,)).fetchone()
+        if r is None:
+            return None
+        return Upload(r["sha256"], r["file_id"], r["url"], r["kind"], r["mime_type"], r["name"], r["size"])
+
+    def put_upload(self, upload: Upload, model: str | None) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO uploads (sha256, model, file_id, url, kind, mime_type, name, size, "
+            "uploaded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                upload.sha256,
+                model,
+                upload.file_id,
+                upload.url,
+                upload.kind,
+                upload.mime_type,
+                upload.name,
+                upload.size,
+                now_iso(),
+            ),
+        )
+
+    def cached_upload_shas(self, shas: Iterable[str]) -> set[str]:
+        shas = list(shas)
+        found: set[str] = set()
+        for start in range(0, len(shas), 500):
+            chunk = shas[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                r[0] for r in self.db.execute(f"SELECT sha256 FROM uploads WHERE sha256 IN ({marks})", chunk)
+            )
+        return found
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error); nests by doing nothing."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.outer = False
+
+    def __enter__(self) -> None:
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.outer = True
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if not self.outer:
+            return
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")

@@ -1,0 +1,403 @@
+"""The work phase: submit rows within the caps, poll their tasks from one scheduler, settle them.
+
+Every request goes through the one client and its shared request budget. Tasks in flight are
+bounded by a window (``max_tasks_in_flight``); credits by the governor. Row state changes are
+committed to the journal as they happen; the in-memory maps here only hold the in-flight window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from batchgen import journal as J
+from batchgen.client import RivyaClient, Task
+from batchgen.control import PollScheduler
+from batchgen.errors import (
+    ApiError,
+    AuthError,
+    BatchgenError,
+    InsufficientCreditsError,
+    NotFoundError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+)
+from batchgen.pipeline.plan import canonical_json, idempotency_key, request_body
+from batchgen.pipeline.upload import RowFailure, Uploader
+
+# Why a run stopped submitting early (exit code 3), besides signals.
+STOP_AUTH = "auth"
+STOP_CREDITS = "insufficient_credits"
+STOP_SIGNAL = "signal"
+
+
+class CreditGovernor:
+    """Never lets charged + in-flight reservations exceed the cap (``None``: no cap)."""
+
+    def __init__(self, cap: int | None) -> None:
+        self.cap = cap
+        self.charged = 0
+        self.inflight = 0
+        self._changed = asyncio.Event()
+
+    async def reserve(self, cost: int) -> bool:
+        """Reserve ``cost``; wait while in-flight tasks may still refund; False if it can't fit."""
+        if self.cap is not None:
+            while self.charged + self.inflight + cost > self.cap:
+                if self.charged + cost > self.cap:
+                    return False  # even if every task in flight failed, this row would not fit
+                self._changed.clear()
+                await self._changed.wait()
+        self.inflight += cost
+        return True
+
+    def settle(self, cost: int, charged: int) -> None:
+        self.inflight -= cost
+        self.charged += charged
+        self._changed.set()
+
+
+@dataclass(slots=True)
+class Tracked:
+    key: str
+    model: str
+    cost: int
+    submitted: float
+    deadline: float
+
+
+class Engine:
+    """Drives one run's submissions and polls to the end (or to a stop)."""
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        run_id: int,
+        journal: J.Journal,
+        client: RivyaClient,
+        uploader: Uploader,
+        scheduler: PollScheduler,
+        governor: CreditGovernor,
+        max_tasks_in_flight: int,
+        max_polls_in_flight: int,
+        task_timeout: float,
+        emit: Callable[..., None],
+        on_success: Callable[[Mapping[str, Any]], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.job_id = job_id
+        self.run_id = run_id
+        self.journal = journal
+        self.client = client
+        self.uploader = uploader
+        self.scheduler = scheduler
+        self.governor = governor
+        self.window = asyncio.Semaphore(max(1, max_tasks_in_flight))
+        self.poll_slots = asyncio.Semaphore(max(1, max_polls_in_flight))
+        self.task_timeout = task_timeout
+        self.emit = emit
+        self.on_success = on_success
+        self.clock = clock
+        self.tracked: dict[str, Tracked] = {}
+        self.stop_reason: str | None = None
+        self.stop_error: BaseException | None = None
+        self.aborted = False
+        self._wake = asyncio.Event()
+        self._submitting = True
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- control --------------------------------------------------------------------------------
+
+    def stop(self, reason: str, error: BaseException | None = None) -> None:
+        """Stop new submissions; in-flight tasks are still polled (unless aborted)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.stop_error = error
+            self.emit("stop", reason=reason, error_code=getattr(error, "code", None))
+        self._wake.set()
+
+    def abort(self, reason: str) -> None:
+        """Stop everything now (signal): the journal already holds every state."""
+        self.stop(reason)
+        self.aborted = True
+        self._wake.set()
+
+    @property
+    def submitting(self) -> bool:
+        return self.stop_reason is None
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the run --------------------------------------------------------------------------------
+
+    async def run(self, resume: Iterable[Mapping[str, Any]], submit: Iterable[Mapping[str, Any]]) -> None:
+        poller = asyncio.create_task(self._poll_loop())
+        try:
+            for row in resume:
+                if self.aborted:
+                    break
+                await self.window.acquire()
+                self.governor.inflight += int(row["cost"])
+                now = self.clock()
+                self._track(row["task_id"], row["key"], row["model"], int(row["cost"]), now, first_poll_now=True)
+            for row in submit:
+                if not self.submitting:
+                    break
+                await self.window.acquire()
+                if not self.submitting:
+                    self.window.release()
+                    break
+                cost = int(row["cost"])
+                if not await self.governor.reserve(cost):
+                    self.window.release()
+                    self.journal.update_row(
+                        row["key"],
+                        state=J.BLOCKED,
+                        error_code="budget_reached",
+                        error_field=None,
+                        error_message="--max-credits would be exceeded by this row",
+                        request_id=None,
+                    )
+                    self.emit("blocked", key=row["key"], error_code="budget_reached")
+                    continue
+                self._spawn(self._submit(dict(row)))
+            while self._tasks and not self.aborted:
+                await asyncio.wait(set(self._tasks), return_when=asyncio.ALL_COMPLETED, timeout=0.5)
+        finally:
+            self._submitting = False
+            self._wake.set()
+            if self.aborted:
+                poller.cancel()
+            try:
+                await poller
+            except asyncio.CancelledError:
+                if not self.aborted:
+                    raise
+            if self.aborted:
+                for task in list(self._tasks):
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- submit ---------------------------------------------------------------------------------
+
+    async def _submit(self, row: dict[str, Any]) -> None:
+        key, cost = row["key"], int(row["cost"])
+        tracked = False
+        try:
+            items = await self.uploader.items_for(row)
+            body = request_body(row, items)
+            ikey = idempotency_key(self.job_id, key, int(row["epoch"]), canonical_json(body))
+            if not self.submitting:
+                return
+            task = await self.client.create_generation(body, idempotency_key=ikey)
+        except RowFailure as exc:
+            self._fail(key, exc.code, exc.message, field=exc.field, request_id=exc.request_id)
+        except InsufficientCreditsError as exc:
+            self._block(key, exc)
+            self.stop(STOP_CREDITS, exc)
+        except AuthError as exc:
+            self._unsent(key, exc)
+            self.stop(STOP_AUTH, exc)
+        except (TransportError, ServerError, RateLimitedError) as exc:
+            # Outcome unknown: the row stays resendable; the same key replays any task it made.
+            self._unsent(key, exc)
+        except ApiError as exc:
+            self._fail(key, exc.code, exc.message, request_id=exc.request_id)
+        else:
+            self.journal.update_row(
+                key,
+                state=J.SUBMITTED,
+                task_id=task.id,
+                idempotency_key=ikey,
+                reserved_credits=task.reserved_credits,
+                attempts=int(row["attempts"]) + 1,
+                submitted_at=J.now_iso(),
+                error_code=None,
+                error_field=None,
+                error_message=None,
+                request_id=None,
+            )
+            self.emit("submitted", key=key, task_id=task.id)
+            self._track(task.id, key, row["model"], cost, self.clock())
+            tracked = True
+            if task.terminal:
+                self.scheduler.remove(task.id)
+                self._finish(task)
+        finally:
+            if not tracked:
+                self.governor.settle(cost, 0)
+                self.window.release()
+
+    def _fail(self, key: str, code: str, message: str, *, field: str | None = None, request_id: str | None = None) -> None:
+        self.journal.update_row(
+            key,
+            state=J.FAILED,
+            error_code=code,
+            error_field=field,
+            error_message=message,
+            request_id=request_id,
+            finished_at=J.now_iso(),
+        )
+        self.emit("failed", key=key, error_code=code, request_id=request_id, message=message)
+
+    def _block(self, key: str, exc: ApiError) -> None:
+        self.journal.update_row(
+            key, state=J.BLOCKED, error_code=exc.code, error_field=None, error_message=exc.message, request_id=exc.request_id
+        )
+        self.emit("blocked", key=key, error_code=exc.code, request_id=exc.request_id)
+
+    def _unsent(self, key: str, exc: BatchgenError) -> None:
+        code = getattr(exc, "code", None) or "transport_error"
+        self.journal.update_row(
+            key,
+            state=J.READY,
+            error_code=code,
+            error_field=None,
+            error_message=str(getattr(exc, "message", None) or exc),
+            request_id=getattr(exc, "request_id", None),
+        )
+        self.emit("unsent", key=key, error_code=code, request_id=getattr(exc, "request_id", None))
+
+    # -- poll -----------------------------------------------------------------------------------
+
+    def _track(self, task_id: str, key: str, model: str, cost: int, submitted: float, *, first_poll_now: bool = False) -> None:
+        self.tracked[task_id] = Tracked(key, model, cost, submitted, submitted + self.task_timeout)
+        self.scheduler.add(task_id, model, submitted - (3600.0 if first_poll_now else 0.0))
+        self._wake.set()
+
+    def _untrack(self, task_id: str, charged: int) -> Tracked | None:
+        t = self.tracked.pop(task_id, None)
+        if t is not None:
+            self.scheduler.remove(task_id)
+            self.governor.settle(t.cost, charged)
+            self.window.release()
+            self._wake.set()
+        return t
+
+    async def _poll_loop(self) -> None:
+        while not self.aborted:
+            if not self.tracked and not self._submitting:
+                return
+            for task_id in self.scheduler.pop_due(self.clock()):
+                if task_id not in self.tracked:
+                    continue
+                await self.poll_slots.acquire()
+                self._spawn(self._poll(task_id))
+            next_due = self.scheduler.next_due()
+            timeout = 1.0 if next_due is None else min(1.0, max(0.0, next_due - self.clock()))
+            self._wake.clear()
+            if timeout > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+
+    async def _poll(self, task_id: str) -> None:
+        try:
+            task = await self.client.get_generation(task_id)
+        except NotFoundError as exc:
+            t = self.tracked.get(task_id)
+            if t is not None:
+                self._fail(t.key, exc.code, exc.message, request_id=exc.request_id)
+                self._untrack(task_id, 0)
+            return
+        except AuthError as exc:
+            self.stop(STOP_AUTH, exc)
+            self.abort(STOP_AUTH)
+            return
+        except BatchgenError:
+            self._after_unfinished(task_id)
+            return
+        finally:
+            self.poll_slots.release()
+        if task.terminal:
+            self._finish(task)
+        else:
+            self._after_unfinished(task_id)
+
+    def _after_unfinished(self, task_id: str) -> None:
+        t = self.tracked.get(task_id)
+        if t is None:
+            return
+        now = self.clock()
+        if now >= t.deadline:
+            self.journal.update_row(
+                t.key,
+                state=J.TIMED_OUT,
+                error_code="timed_out",
+                error_message=f"task {task_id} not finished after {self.task_timeout:g} s; the next run polls it again",
+            )
+            self.emit("timed_out", key=t.key, task_id=task_id)
+            # Its reservation stays counted: the task may still be charged.
+            t2 = self.tracked.pop(task_id)
+            self.scheduler.remove(task_id)
+            self.window.release()
+            self._wake.set()
+            del t2
+        else:
+            self.scheduler.reschedule(task_id, now)
+
+    def _finish(self, task: Task) -> None:
+        t = self.tracked.get(task.id)
+        if t is None:
+            return
+        seconds = max(0.0, self.clock() - t.submitted)
+        if task.status == "succeeded":
+            fields = {
+                "state": J.SUCCEEDED,
+                "final_credits": task.final_credits,
+                "reserved_credits": task.reserved_credits,
+                "primary_url": task.primary_url,
+                "urls": json.dumps(list(task.urls) or ([task.primary_url] if task.primary_url else [])),
+                "finished_at": J.now_iso(),
+                "duration_s": round(seconds, 3),
+                "generated_run": self.run_id,
+                "error_code": None,
+                "error_field": None,
+                "error_message": None,
+            }
+            self.journal.update_row(t.key, **fields)
+            self.scheduler.observe(t.model, seconds)
+            self._untrack(task.id, task.final_credits)
+            self.emit("succeeded", key=t.key, task_id=task.id, credits=task.final_credits)
+            if self.on_success is not None:
+                self.on_success({"key": t.key, "task_id": task.id, **fields})
+            return
+        code = task.error_code or "generation_failed"
+        if code == "insufficient_credits":
+            row = self.journal.get_row(t.key)
+            epoch = int(row["epoch"]) + 1 if row is not None else 1
+            self.journal.update_row(
+                t.key,
+                state=J.BLOCKED,
+                epoch=epoch,  # the same key would replay this failed task
+                error_code=code,
+                error_message=task.error_message or code,
+                finished_at=J.now_iso(),
+            )
+            self._untrack(task.id, task.final_credits)
+            self.emit("blocked", key=t.key, task_id=task.id, error_code=code)
+            self.stop(STOP_CREDITS, ApiError(task.error_message or code, status=200, code=code))
+            return
+        self.journal.update_row(
+            t.key,
+            state=J.FAILED,
+            final_credits=task.final_credits,
+            error_code=code,
+            error_message=task.error_message or "the generation failed",
+            finished_at=J.now_iso(),
+            duration_s=round(seconds, 3),
+            generated_run=self.run_id,
+        )
+        self.scheduler.observe(t.model, seconds)
+        self._untrack(task.id, task.final_credits)
+        self.emit("failed", key=t.key, task_id=task.id, error_code=code, message=task.error_message)

@@ -1,0 +1,310 @@
+"""Preflight and planning: what each manifest row needs, decided offline.
+
+``run`` and ``estimate`` share this module, so an estimate validates and prices rows exactly as a
+run would. For every row it checks the catalog rules (model, prompt, params) and the reference
+(exists, readable, kind and MIME by signature, size, count), computes the content fingerprint and
+the credit cost, and compares with the journal to decide: submit, resume polling, keep an earlier
+success, or record the row as invalid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from batchgen import journal as J
+from batchgen.catalog import Catalog, ReferenceInfo, Violation, kind_of_mime, sniff_mime
+from batchgen.manifest import RowSpec
+
+# What a plan decides for a row.
+SUBMIT = "submit"  # send (again): new, changed, never sent, blocked, or a deliberate retry
+RESUME = "resume"  # a task exists and is not finished: poll it
+KEEP = "keep"  # succeeded earlier with the same content
+KEEP_FAILED = "keep_failed"  # failed earlier with the same content; --retry-failed resends it
+INVALID = "invalid"  # broke a rule: recorded, never sent
+DUPLICATE = "duplicate"  # the key was already used by an earlier row of the manifest
+
+FINGERPRINT_VERSION = "1"
+HEAD_BYTES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class RefCheck:
+    """A reference as checked offline. ``sha256`` is None for a URL (fetched at run time)."""
+
+    source: str
+    path: Path | None
+    url: str | None
+    size: int | None
+    mime_type: str | None
+    kind: str | None
+    sha256: str | None
+
+
+@dataclass(slots=True)
+class RowPlan:
+    """The decision for one manifest row."""
+
+    spec: RowSpec
+    action: str
+    cost: int = 0
+    fingerprint: str | None = None
+    ref: RefCheck | None = None
+    violations: list[Violation] = field(default_factory=list)
+    previous: sqlite3.Row | None = None
+    epoch: int = 0
+
+    @property
+    def reason(self) -> str:
+        if self.violations:
+            return "; ".join(v.message for v in self.violations)
+        return {
+            SUBMIT: "new or changed" if self.previous is None or self.previous["fingerprint"] != self.fingerprint else "not finished",
+            RESUME: "task in flight: poll it",
+            KEEP: "succeeded earlier with the same content",
+            KEEP_FAILED: "failed earlier with the same content (use --retry-failed)",
+            DUPLICATE: "duplicate key",
+        }.get(self.action, "")
+
+
+def canonical_json(value: Any) -> str:
+    """The one serialisation used for fingerprints, keys and request bodies."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def fingerprint(model: str | None, prompt: str | None, params: Mapping[str, Any], ref_identity: str | None) -> str:
+    """Content fingerprint: model, prompt, params and the reference's bytes (or URL)."""
+    return _sha(
+        canonical_json(
+            {"v": FINGERPRINT_VERSION, "model": model, "prompt": prompt, "params": dict(params), "ref": ref_identity}
+        )
+    )
+
+
+def client_request_id(key: str) -> str:
+    """The caller's trace id, derived from the row key and kept within 128 characters."""
+    if len(key) <= 128 and key.isprintable():
+        return key
+    return key[:100].encode("ascii", "replace").decode() + "~" + _sha(key)[:24]
+
+
+def idempotency_key(job_id: str, key: str, epoch: int, body_json: str) -> str:
+    """Deterministic Idempotency-Key: (job, row key, retry epoch, canonical body)."""
+    return "bg1-" + _sha("\0".join((job_id, key, str(epoch), body_json)))
+
+
+def request_body(row: Mapping[str, Any], references: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The canonical POST /generations body of a journal row."""
+    params = dict(json.loads(row["params"]))
+    if references:
+        params["referenceMediaItems"] = [dict(r) for r in references]
+    body: dict[str, Any] = {"model": row["model"], "client_request_id": client_request_id(row["key"])}
+    if row["prompt"] is not None:
+        body["prompt"] = row["prompt"]
+    if params:
+        body["params"] = params
+    return body
+
+
+def is_url(value: str) -> bool:
+    return urlparse(value).scheme in ("http", "https")
+
+
+class ReferenceChecker:
+    """Checks reference cells on disk; remembers files already hashed (by path, size, mtime)."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir
+        self._cache: dict[tuple[str, int, int], tuple[str, str | None]] = {}
+
+    def check(self, cell: str, column: str) -> tuple[RefCheck | None, Violation | None]:
+        if is_url(cell):
+            return RefCheck(cell, None, cell, None, None, "image", None), None
+        if "://" in cell:
+            return None, Violation(column, "scheme", f"column '{column}': '{cell}' is neither a local path nor an http(s) URL")
+        path = Path(os.path.expanduser(cell))
+        if not path.is_absolute():
+            path = self.base_dir / path
+        try:
+            st = path.stat()
+            if not path.is_file():
+                return None, Violation(column, "not_a_file", f"column '{column}': {path} is not a file")
+            cache_key = (str(path), st.st_size, st.st_mtime_ns)
+            cached = self._cache.get(cache_key)
+            if cached is None:
+                digest = hashlib.sha256()
+                with path.open("rb") as fh:
+                    head = fh.read(HEAD_BYTES)
+                    digest.update(head)
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(chunk)
+                cached = (digest.hexdigest(), sniff_mime(head))
+                self._cache[cache_key] = cached
+        except FileNotFoundError:
+            return None, Violation(
+                column, "missing_file", f"column '{column}': reference file {path} does not exist (paths are relative to the manifest)"
+            )
+        except OSError as exc:
+            return None, Violation(column, "unreadable", f"column '{column}': cannot read {path}: {exc.strerror}")
+        sha, mime = cached
+        kind = kind_of_mime(mime) if mime else None
+        return RefCheck(cell, path, None, st.st_size, mime, kind, sha), None
+
+
+class Planner:
+    """Plans manifest rows batch by batch against the catalog and (optionally) a journal."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        base_dir: Path,
+        reference_column: str | None,
+        prompt_field: str,
+        param_columns: Mapping[str, str],
+        journal: J.Journal | None = None,
+        retry_failed: bool = False,
+    ) -> None:
+        self.catalog = catalog
+        self.refs = ReferenceChecker(base_dir)
+        self.reference_column = reference_column or "reference"
+        self.prompt_field = prompt_field
+        self.param_columns = dict(param_columns)
+        self.journal = journal
+        self.retry_failed = retry_failed
+        self.seen: set[str] = set()
+
+    def _column_of(self, fld: str) -> str:
+        if fld.startswith("params."):
+            key = fld.split(".", 1)[1]
+            return self.param_columns.get(key, key)
+        if fld in ("reference", "referenceMediaItems") or fld.startswith("reference"):
+            return self.reference_column
+        if fld == "prompt":
+            return self.prompt_field
+        return fld
+
+    def _located(self, v: Violation) -> Violation:
+        column = self._column_of(v.field)
+        return Violation(column, v.rule, v.message)
+
+    def plan_batch(self, specs: Sequence[RowSpec]) -> list[RowPlan]:
+        keys = [s.key for s in specs if s.key]
+        previous = self.journal.get_rows(keys) if self.journal is not None else {}
+        return [self._plan(spec, previous.get(spec.key)) for spec in specs]
+
+    def _plan(self, spec: RowSpec, prev: sqlite3.Row | None) -> RowPlan:
+        if spec.key and spec.key in self.seen:
+            return RowPlan(
+                spec,
+                DUPLICATE,
+                violations=[Violation("key", "duplicate_key", f"key '{spec.key}' already used by an earlier row; keys must be unique")],
+            )
+        if spec.key:
+            self.seen.add(spec.key)
+        violations = [self._located(v) for v in spec.problems]
+        ref: RefCheck | None = None
+        if spec.reference:
+            ref, problem = self.refs.check(spec.reference, self.reference_column)
+            if problem is not None:
+                violations.append(problem)
+        if not spec.model:
+            violations.append(Violation("model", "required", "no model: set generation.model in the job file or fill the model column"))
+        elif not violations or self.catalog.get(spec.model) is not None:
+            refs = []
+            if ref is not None and ref.url is None:
+                refs.append(ReferenceInfo(kind=ref.kind or "unknown", mime_type=ref.mime_type, size=ref.size or 0, name=ref.path.name if ref.path else None))
+            elif ref is not None:
+                refs.append(ReferenceInfo(kind="image", mime_type=None, size=0, name=ref.url))
+            for v in self.catalog.validate(spec.model, spec.prompt, spec.params, refs):
+                if ref is not None and ref.url is not None and v.rule in ("mime", "max_bytes", "kind"):
+                    continue  # a URL's bytes are checked when it is fetched
+                violations.append(self._located(v))
+        if not spec.key:
+            violations.insert(0, Violation("key", "required", "blank row key"))
+        if violations:
+            return RowPlan(spec, INVALID, ref=ref, violations=violations, previous=prev)
+        assert spec.model is not None
+        cost = self.catalog.cost(spec.model, spec.params)
+        ident = (ref.sha256 or ref.url) if ref is not None else None
+        fp = fingerprint(spec.model, spec.prompt, spec.params, ident)
+        plan = RowPlan(spec, SUBMIT, cost=cost, fingerprint=fp, ref=ref, previous=prev)
+        if prev is None:
+            return plan
+        plan.epoch = int(prev["epoch"])
+        if prev["fingerprint"] != fp:
+            if prev["fingerprint"] is not None:
+                plan.epoch += 1  # changed content: a deliberate new task
+            return plan
+        state = prev["state"]
+        if state == J.SUCCEEDED:
+            plan.action = KEEP
+        elif state in J.IN_FLIGHT and prev["task_id"]:
+            plan.action = RESUME
+        elif state == J.FAILED:
+            if self.retry_failed:
+                plan.epoch += 1  # the same key would replay the failed task
+            else:
+                plan.action = KEEP_FAILED
+        return plan
+
+
+def plan_to_row(plan: RowPlan, run_id: int) -> dict[str, Any]:
+    """The journal row a plan writes (the scan's only write)."""
+    spec = plan.spec
+    base: dict[str, Any] = {
+        "key": spec.key,
+        "row_index": spec.index,
+        "row_number": spec.row_number,
+        "seen_run": run_id,
+        "passthrough": canonical_json(spec.passthrough),
+    }
+    if plan.action in (KEEP, KEEP_FAILED, RESUME):
+        return base
+    base.update(
+        model=spec.model,
+        prompt=spec.prompt,
+        params=canonical_json(spec.params),
+        reference=spec.reference,
+        reference_sha256=plan.ref.sha256 if plan.ref else None,
+        fingerprint=plan.fingerprint,
+        epoch=plan.epoch,
+        cost=plan.cost,
+        task_id=None,
+        idempotency_key=None,
+        reserved_credits=0,
+        final_credits=0,
+        primary_url=None,
+        urls=None,
+        request_id=None,
+        submitted_at=None,
+        finished_at=None,
+        generated_run=None,
+        duration_s=None,
+        download_path=None,
+        download_bytes=None,
+        download_sha256=None,
+        download_error=None,
+    )
+    if plan.action == INVALID:
+        first = plan.violations[0]
+        base.update(state=J.INVALID, error_code="invalid_input", error_field=first.field, error_message=plan.reason)
+    else:
+        prev_state = plan.previous["state"] if plan.previous is not None else None
+        unchanged = plan.previous is not None and plan.previous["fingerprint"] == plan.fingerprint
+        keep_error = unchanged and prev_state in (J.READY, J.BLOCKED, J.PENDING)
+        base["state"] = J.READY if (unchanged and prev_state == J.READY) else J.PENDING
+        if not keep_error:
+            base.update(error_code=None, error_field=None, error_message=None)
+    return base

@@ -1,0 +1,308 @@
+"""``batchgen run``: lock the job, scan the manifest into the journal, check the cost, then drive
+the engine to the end and write the output table from the journal.
+
+Exit codes (README.md): 0 every row succeeded; 1 some rows failed, were invalid or are unfinished;
+2 bad usage (raised as UsageError before anything is sent); 3 the run stopped early (auth, credits,
+not affordable); 4 another run of the job holds the lock; 130/143 interrupted by SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchgen import journal as J
+from batchgen.catalog import Catalog
+from batchgen.client import RivyaClient
+from batchgen.config import Settings
+from batchgen.control import PollScheduler, RequestBudget
+from batchgen.errors import AuthError, BatchgenError, UsageError
+from batchgen.lock import JobLock
+from batchgen.manifest import Manifest
+from batchgen.output import write_output
+from batchgen.pipeline import plan as P
+from batchgen.pipeline.engine import STOP_AUTH, STOP_CREDITS, STOP_SIGNAL, CreditGovernor, Engine
+from batchgen.pipeline.upload import Uploader
+from batchgen.progress import Reporter
+
+EXIT_OK = 0
+EXIT_ROWS_FAILED = 1
+EXIT_USAGE = 2
+EXIT_STOPPED = 3
+EXIT_LOCKED = 4
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+@dataclass
+class ScanResult:
+    """What the scan found: rows by decision, and the credits the rows to submit will reserve."""
+
+    actions: Counter[str] = field(default_factory=Counter)
+    cost_to_submit: int = 0
+    cost_by_model: Counter[str] = field(default_factory=Counter)
+    references: set[str] = field(default_factory=set)
+    invalid_messages: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.actions.values())
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    outcome: str
+    summary: dict[str, Any]
+
+
+def scan_manifest(
+    settings: Settings,
+    catalog: Catalog,
+    journal: J.Journal | None,
+    run_id: int,
+    *,
+    on_plans: Callable[[list[P.RowPlan]], None] | None = None,
+    keep_invalid: int = 20,
+    record: bool = True,
+) -> ScanResult:
+    """Plan every manifest row (streamed) against the journal; record the plans unless told not to."""
+    manifest = Manifest.open(settings, catalog)
+    planner = P.Planner(
+        catalog,
+        base_dir=settings.manifest.parent,
+        reference_column=settings.reference_column,
+        prompt_field=settings.prompt_column if not settings.template else "template",
+        param_columns=settings.param_columns,
+        journal=journal,
+        retry_failed=settings.retry_failed,
+    )
+    result = ScanResult()
+    for specs in manifest.iter_batches():
+        plans = planner.plan_batch(specs)
+        rows, extra = [], []
+        for plan in plans:
+            result.actions[plan.action] += 1
+            if plan.action == P.SUBMIT:
+                result.cost_to_submit += plan.cost
+                result.cost_by_model[plan.spec.model or ""] += plan.cost
+                if plan.ref is not None:
+                    result.references.add(plan.ref.sha256 or plan.ref.source)
+            if plan.action in (P.INVALID, P.DUPLICATE) and len(result.invalid_messages) < keep_invalid:
+                result.invalid_messages.append(f"row {plan.spec.row_number}: {plan.reason}")
+            if journal is None or not record:
+                continue
+            if plan.action == P.DUPLICATE or (plan.action == P.INVALID and not plan.spec.key):
+                v = plan.violations[0]
+                extra.append(
+                    {
+                        "run_id": run_id,
+                        "row_index": plan.spec.index,
+                        "row_number": plan.spec.row_number,
+                        "key": plan.spec.key,
+                        "error_code": "duplicate_key" if plan.action == P.DUPLICATE else "invalid_input",
+                        "error_field": v.field,
+                        "error_message": plan.reason,
+                        "passthrough": P.canonical_json(plan.spec.passthrough),
+                    }
+                )
+            else:
+                rows.append(P.plan_to_row(plan, run_id))
+        if journal is not None and record:
+            with journal.transaction():
+                journal.upsert_rows(rows)
+                if extra:
+                    journal.add_extra_rows(extra)
+        if on_plans is not None:
+            on_plans(plans)
+    if journal is not None and record:
+        journal.set_meta("last_scan_run", str(run_id))
+    return result
+
+
+@asynccontextmanager
+async def api_endpoint(settings: Settings) -> AsyncIterator[tuple[str, Any]]:
+    """The base URL and key to use: the real service, or an in-process simulator."""
+    if not settings.simulate:
+        yield settings.base_url, settings.api_key
+        return
+    from batchgen.sim import SimConfig, SimServer
+
+    async with SimServer(SimConfig(**demo_sim_options())) as srv:
+        yield srv.base_url, srv.api_key
+
+
+def demo_sim_options() -> dict[str, Any]:
+    """The embedded simulator's settings for ``--simulate``: quick, with a little realism."""
+    return {"rate": 50.0, "latency": 1.5, "seed": 7}
+
+
+def make_client(settings: Settings, base_url: str, api_key: Any) -> RivyaClient:
+    budget = RequestBudget(max_in_flight=settings.max_requests_in_flight, max_rate=settings.rate)
+    return RivyaClient(base_url, api_key, budget=budget, max_connections=settings.max_requests_in_flight + 8)
+
+
+async def run_job(settings: Settings, reporter: Reporter, *, catalog: Catalog | None = None) -> RunResult:
+    """Run a job to the end (or a stop). UsageError and LockHeld propagate to the CLI."""
+    catalog = catalog or Catalog.default()
+    Manifest.open(settings, catalog)  # bad manifest or columns: exit 2 before anything else
+    if settings.api_key is None and not settings.simulate:
+        raise UsageError(
+            "no API key",
+            settings.api_key_source,
+            "set RIVYA_API_KEY or --api-key-file, or try the simulator with --simulate",
+        )
+    started = time.monotonic()
+    with JobLock(settings.journal) as lock, J.Journal(settings.journal) as journal:
+        if lock.previous_pid:
+            reporter.emit("lock_taken_over", message=f"a previous run (pid {lock.previous_pid}) ended without finishing; resuming its journal")
+        journal.set_meta("job_id", settings.job_id)
+        run_id = journal.start_run(os.getpid(), "run")
+        scan = scan_manifest(settings, catalog, journal, run_id)
+        for message in scan.invalid_messages:
+            reporter.emit("invalid", message=message, error_code="invalid_input")
+        async with api_endpoint(settings) as (base_url, api_key):
+            result = await _work(settings, reporter, catalog, journal, run_id, scan, base_url, api_key)
+        written = write_output(
+            journal, settings.output, id_column=settings.id_column, passthrough=settings.passthrough, current_run=run_id
+        )
+        summary = summarize(journal, run_id, scan, reporter, started)
+        summary.update(outcome=result.outcome, output=str(settings.output), output_rows=written, exit_code=result.exit_code)
+        journal.finish_run(run_id, result.outcome, result.exit_code, summary)
+        result.summary = summary
+        return result
+
+
+async def _work(
+    settings: Settings,
+    reporter: Reporter,
+    catalog: Catalog,
+    journal: J.Journal,
+    run_id: int,
+    scan: ScanResult,
+    base_url: str,
+    api_key: Any,
+) -> RunResult:
+    async with make_client(settings, base_url, api_key) as client:
+        to_submit = scan.actions[P.SUBMIT]
+        to_resume = scan.actions[P.RESUME]
+        if to_submit:
+            try:
+                balance = await client.get_credits()
+            except AuthError as exc:
+                reporter.emit("fatal", message=f"{exc.code}: {exc.message} (fix {settings.api_key_source})")
+                return RunResult(EXIT_STOPPED, "auth_error", {})
+            need = scan.cost_to_submit
+            cap = settings.max_credits
+            reporter.emit("run_start", message=f"{to_submit} rows to submit ({need} credits), {to_resume} to resume; balance {balance}")
+            if not settings.allow_partial and (need > balance or (cap is not None and need > cap)):
+                limit = f"the balance is {balance}" if need > balance else f"--max-credits is {cap}"
+                reporter.emit("stop", message=f"this run needs {need} credits and {limit}: top up, raise the cap, or pass --allow-partial")
+                _block_rest(journal, run_id, "not_affordable", f"the run needs {need} credits; {limit}")
+                return RunResult(EXIT_STOPPED, "not_affordable", {})
+        scheduler = PollScheduler(first=settings.poll_first, interval=settings.poll_interval)
+        for model, seconds in journal.durations(500):
+            scheduler.observe(model or "", seconds)
+        uploader = Uploader(
+            client,
+            journal,
+            catalog,
+            base_dir=settings.manifest.parent,
+            concurrency=settings.upload_concurrency,
+            column=settings.reference_column or "reference",
+            on_upload=lambda up: reporter.emit("uploaded", sha256=up.sha256, file_id=up.file_id),
+        )
+        engine = Engine(
+            job_id=settings.job_id,
+            run_id=run_id,
+            journal=journal,
+            client=client,
+            uploader=uploader,
+            scheduler=scheduler,
+            governor=CreditGovernor(settings.max_credits),
+            max_tasks_in_flight=settings.max_tasks_in_flight,
+            max_polls_in_flight=settings.max_requests_in_flight,
+            task_timeout=settings.task_timeout,
+            emit=reporter.emit,
+        )
+        reporter.begin(to_submit, to_resume, uploads=len(scan.references))
+        got_signal: list[int] = []
+        with _signals(engine, got_signal):
+            try:
+                await engine.run(
+                    journal.iter_scan(run_id, states=J.IN_FLIGHT),
+                    journal.iter_scan(run_id, states=J.TO_SUBMIT),
+                )
+            finally:
+                reporter.close()
+    if got_signal:
+        return RunResult(EXIT_SIGINT if got_signal[0] == signal.SIGINT else EXIT_SIGTERM, "interrupted", {})
+    if engine.stop_reason in (STOP_AUTH, STOP_CREDITS):
+        code = getattr(engine.stop_error, "code", engine.stop_reason)
+        _block_rest(journal, run_id, code, "not submitted: the run stopped early")
+        if engine.stop_reason == STOP_AUTH:
+            reporter.emit("fatal", message=f"{engine.stop_error} (fix {settings.api_key_source})")
+        else:
+            reporter.emit("fatal", message="insufficient credits: top up, then run the same command again to continue")
+        return RunResult(EXIT_STOPPED, engine.stop_reason, {})
+    counts = journal.counts(run_id)
+    ok = counts.get(J.SUCCEEDED, 0) == sum(counts.values())
+    return RunResult(EXIT_OK if ok else EXIT_ROWS_FAILED, "completed", {})
+
+
+def _block_rest(journal: J.Journal, run_id: int, code: str, message: str) -> None:
+    journal.db.execute(
+        "UPDATE rows SET state = ?, error_code = ?, error_message = ?, updated_at = ? "
+        "WHERE seen_run = ? AND state IN ('pending', 'ready')",
+        (J.BLOCKED, code, message, J.now_iso(), run_id),
+    )
+
+
+class _signals:
+    """SIGINT/SIGTERM: stop, keep the journal, write the output; a second SIGINT exits at once."""
+
+    def __init__(self, engine: Engine, got: list[int]) -> None:
+        self.engine = engine
+        self.got = got
+        self.loop = asyncio.get_running_loop()
+
+    def __enter__(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(sig, self._on, sig)
+
+    def _on(self, sig: int) -> None:
+        if self.got and sig == signal.SIGINT:
+            os._exit(EXIT_SIGINT)  # every state change is already committed
+        self.got.append(sig)
+        self.engine.abort(STOP_SIGNAL)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.loop.remove_signal_handler(sig)
+
+
+def summarize(journal: J.Journal, run_id: int, scan: ScanResult, reporter: Reporter, started: float) -> dict[str, Any]:
+    counts = journal.counts(run_id)
+    credits = journal.credit_totals(run_id)
+    return {
+        "run_id": run_id,
+        "rows": sum(counts.values()),
+        "by_status": dict(sorted(counts.items())),
+        "generated_this_run": reporter.counts["succeeded"],
+        "kept": scan.actions[P.KEEP],
+        "credits_reserved": credits["reserved"],
+        "credits_charged": credits["charged"],
+        "credits_charged_this_run": reporter.credits,
+        "errors": dict(sorted(journal.error_counts(run_id).items())),
+        "wall_seconds": round(time.monotonic() - started, 2),
+    }
+
+
+__all__ = ["EXIT_LOCKED", "EXIT_USAGE", "BatchgenError", "RunResult", "run_job", "scan_manifest"]
