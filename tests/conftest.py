@@ -1,0 +1,29 @@
+"""Generic fixtures for every test: isolation from the environment, and a running simulator."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Clear BATCHGEN_*/RIVYA_* variables and run every test inside its own tmp_path."""
+    for name in list(os.environ):
+        if name.startswith(("BATCHGEN_", "RIVYA_")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Any]:
+    """A running simulator (``SimServer``) on 127.0.0.1 with short latencies and no rate limit."""
+    from batchgen.sim import SimConfig, SimServer
+
+    config = SimConfig(rate=None, latency=0.05, queue_time=0.0, seed=1)
+    async with SimServer(config) as server:
+        yield server
