@@ -1,0 +1,515 @@
+"""Manifest readers: CSV, Parquet and JSONL, streamed in batches of :class:`RowSpec`.
+
+Every cell is read as text (a SKU ``00123`` stays ``00123``; a Parquet integer becomes its
+decimal string; null/NaN become blank), so the same table gives the same rows in every format.
+File-level problems (missing file, missing column, bad template) raise
+:class:`~batchgen.errors.UsageError` in :meth:`Manifest.open`, before anything is sent. Row-level
+problems (blank id, blank template input, a malformed line) are recorded on the row as
+:class:`~batchgen.catalog.Violation` naming the column, and never stop the other rows.
+
+CSV is read with the standard ``csv`` module (UTF-8 with or without BOM, CRLF, quoted commas
+and newlines), not pandas, so that a malformed line is one row's problem rather than a parser
+error for the whole file, and no cell is ever type-guessed.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import difflib
+import json
+import math
+import string
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from batchgen.catalog import Catalog, Violation
+from batchgen.errors import UsageError
+
+if TYPE_CHECKING:
+    from batchgen.config import Settings
+
+PARQUET_MAGIC = b"PAR1"
+
+
+@dataclass(slots=True)
+class RowSpec:
+    """One manifest row, mapped to a generation request (not yet validated against the catalog)."""
+
+    index: int
+    row_number: int
+    key: str
+    model: str | None
+    prompt: str | None
+    params: dict[str, Any]
+    reference: str | None
+    passthrough: dict[str, Any]
+    problems: list[Violation] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- templates
+
+
+@dataclass(frozen=True)
+class Template:
+    """A parsed prompt template: literal text and ``{column}`` placeholders."""
+
+    parts: tuple[tuple[str, str | None], ...]  # (literal, column or None)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Columns used, in order of first use."""
+        return tuple(dict.fromkeys(c for _, c in self.parts if c is not None))
+
+    def render(self, cells: Mapping[str, str]) -> str:
+        """Fill the placeholders with ``cells`` (stripped)."""
+        return "".join(lit + (cells.get(col, "").strip() if col else "") for lit, col in self.parts)
+
+
+def parse_template(text: str, where: str = "generation.template") -> Template:
+    """Parse ``{column}`` placeholders (``{{``/``}}`` are literal braces); UsageError if bad."""
+    fix = "use {column} placeholders, and {{ or }} for literal braces"
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise UsageError(f"prompt template is malformed: {exc}", where, fix) from None
+    parts: list[tuple[str, str | None]] = []
+    for literal, name, spec, conversion in parsed:
+        if name is None:
+            parts.append((literal, None))
+            continue
+        if not name.strip() or name.isdigit():
+            raise UsageError(
+                "prompt template has an empty or numbered placeholder {" + name + "}", where, fix
+            )
+        if spec or conversion:
+            raise UsageError(
+                f"prompt template placeholder {{{name}}} has a format spec or conversion",
+                where,
+                "use a plain {column} placeholder",
+            )
+        parts.append((literal, name))
+    return Template(tuple(parts))
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def cell_text(value: Any) -> str:
+    """A cell as text: None/NaN -> ``""``, ``42.0`` -> ``"42"``, bools -> ``"true"``/``"false"``."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, Decimal):
+        return "" if value.is_nan() else str(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+class Manifest:
+    """An opened, checked manifest; :meth:`iter_batches` streams it as RowSpec batches."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        path: Path,
+        fmt: str,
+        columns: list[str],
+        row_count: int | None,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.path = path
+        self.format = fmt
+        self.columns = columns
+        self.row_count = row_count  # known up front for Parquet only
+        self.template = (
+            parse_template(settings.template, settings.where("template"))
+            if (settings.template is not None)
+            else None
+        )
+        self._param_columns = _param_columns(settings, catalog, set(columns))
+
+    @classmethod
+    def open(cls, settings: Settings, catalog: Catalog) -> Manifest:
+        """Check the file (exists, readable, format, columns, template) and return a Manifest."""
+        path = settings.manifest
+        fmt = settings.manifest_format
+        where = f"{path}; {settings.where('manifest')}"
+        if not path.exists():
+            raise UsageError(
+                "manifest file not found",
+                where,
+                "check the path (relative paths in a job file are relative to its folder)",
+            )
+        if path.is_dir():
+            raise UsageError("manifest is a folder, not a file", where, "name the manifest file")
+        try:
+            with path.open("rb") as fh:
+                head = fh.read(4096)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot read manifest: {exc.strerror}", where, "check its permissions"
+            ) from None
+        if not head:
+            raise UsageError("manifest file is empty", where, "export the table with a header row")
+        if fmt != "parquet" and head.startswith(PARQUET_MAGIC):
+            raise UsageError(
+                f"manifest looks like a Parquet file but is read as {fmt}",
+                f"{path}; {settings.where('manifest_format')}",
+                "set manifest.format = 'parquet' or give the file a .parquet suffix",
+            )
+        row_count: int | None = None
+        if fmt == "csv":
+            columns = _csv_header(path, where)
+        elif fmt == "parquet":
+            columns, row_count = _parquet_header(path, where)
+        elif fmt == "jsonl":
+            columns = _jsonl_header(path, where)
+        else:
+            raise UsageError(
+                f"unknown manifest format {fmt!r}",
+                settings.where("manifest_format"),
+                "use csv, parquet or jsonl",
+            )
+        _check_columns(settings, path, columns)
+        if settings.model is None and settings.model_column is None:
+            raise UsageError(
+                "no model given",
+                "generation.model / --model",
+                "set a default model, or a manifest.model_column with a model per row",
+            )
+        return cls(settings, catalog, path, fmt, columns, row_count)
+
+    def iter_batches(self) -> Iterator[list[RowSpec]]:
+        """Yield lists of at most ``settings.batch_size`` rows, in manifest order.
+
+        Streams the file: only one batch of rows is held at a time. Can be called again to
+        re-read from the start.
+        """
+        size = self.settings.batch_size
+        batch: list[RowSpec] = []
+        for index, (cells, problems) in enumerate(self._iter_cells()):
+            batch.append(self._row(index, cells, problems))
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    # ------------------------------------------------------------------ readers
+
+    def _iter_cells(self) -> Iterator[tuple[Mapping[str, str], list[Violation]]]:
+        if self.format == "csv":
+            return _iter_csv(self.path, self.columns)
+        if self.format == "parquet":
+            return _iter_parquet(self.path, self._needed_columns(), self.settings.batch_size)
+        return _iter_jsonl(self.path)
+
+    def _needed_columns(self) -> list[str]:
+        s = self.settings
+        wanted = [s.id_column, s.model_column, s.prompt_column, s.reference_column]
+        wanted += list(s.passthrough) + list(self._param_columns.values())
+        if self.template is not None:
+            wanted += list(self.template.columns)
+        present = set(self.columns)
+        return [c for c in dict.fromkeys(wanted) if c is not None and c in present]
+
+    # ------------------------------------------------------------------ mapping
+
+    def _row(self, index: int, cells: Mapping[str, str], problems: list[Violation]) -> RowSpec:
+        s = self.settings
+        key = cells.get(s.id_column, "").strip()
+        if not key and not any(p.rule == "bad_json" for p in problems):
+            problems.append(
+                Violation(
+                    s.id_column, "required", f"{s.id_column}: the row key is blank (required)"
+                )
+            )
+        model = s.model
+        if s.model_column is not None:
+            model = cells.get(s.model_column, "").strip() or s.model
+        if model is None:
+            column = s.model_column or "model"
+            problems.append(
+                Violation(column, "required", f"{column}: blank, and no default model is set")
+            )
+        if self.template is not None:
+            for column in self.template.columns:
+                if not cells.get(column, "").strip():
+                    problems.append(
+                        Violation(
+                            column,
+                            "blank",
+                            f"{column}: blank, but the prompt template uses it (blank)",
+                        )
+                    )
+            prompt: str | None = self.template.render(cells)
+        else:
+            prompt = cells.get(s.prompt_column or "", "").strip() or None
+        reference = None
+        if s.reference_column is not None:
+            reference = cells.get(s.reference_column, "").strip() or None
+        return RowSpec(
+            index=index,
+            row_number=index + 1,
+            key=key,
+            model=model,
+            prompt=prompt,
+            params=self._params(model, cells) if model is not None else {},
+            reference=reference,
+            passthrough={c: cells.get(c, "") for c in s.passthrough},
+            problems=problems,
+        )
+
+    def _params(self, model: str, cells: Mapping[str, str]) -> dict[str, Any]:
+        """Job defaults, then per-model defaults, then the row's non-blank param cells."""
+        s = self.settings
+        spec = self.catalog.get(model)
+        if spec is None:  # unknown model: the catalog check reports it
+            return {}
+        params: dict[str, Any] = {k: v for k, v in s.params.items() if k in spec.params}
+        params.update(s.params_by_model.get(model, {}))
+        for key in spec.params:
+            column = self._param_columns.get(key)
+            if column is not None:
+                value = cells.get(column, "").strip()
+                if value:
+                    params[key] = value
+        return self.catalog.normalize_params(model, params)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _param_columns(settings: Settings, catalog: Catalog, present: set[str]) -> dict[str, str]:
+    """Param key -> column, for every catalog param key that has a column in the manifest."""
+    keys: set[str] = set()
+    for model_id in catalog.ids():
+        spec = catalog.get(model_id)
+        if spec is not None:
+            keys.update(spec.params)
+    out = {key: key for key in keys if key in present}
+    out.update(settings.param_columns)
+    return out
+
+
+def _closest(word: str, choices: Sequence[str]) -> str | None:
+    """The column a user probably meant: same name ignoring case, else the closest spelling."""
+    for choice in choices:
+        if choice.casefold() == word.casefold():
+            return choice
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return close[0] if close else None
+
+
+def _check_columns(settings: Settings, path: Path, columns: Sequence[str]) -> None:
+    present = set(columns)
+    listing = ", ".join(columns) if columns else "(none)"
+
+    def missing(column: str, what: str, setting: str, extra_fix: str = "") -> UsageError:
+        close = _closest(column, columns)
+        hint = f"did you mean {close!r}? " if close else ""
+        return UsageError(
+            f"{what} column {column!r} not found in the manifest",
+            f"{path}; {settings.where(setting)}",
+            f"{hint}columns are: {listing}{extra_fix}",
+        )
+
+    if settings.id_column not in present:
+        raise missing(settings.id_column, "id", "id_column")
+    if settings.template is not None:
+        template = parse_template(settings.template, settings.where("template"))
+        for column in template.columns:
+            if column not in present:
+                close = _closest(column, columns)
+                hint = f"did you mean {{{close}}}? " if close else ""
+                raise UsageError(
+                    f"prompt template placeholder {{{column}}} is not a manifest column",
+                    f"{path}; {settings.where('template')}",
+                    f"{hint}columns are: {listing}",
+                )
+    elif settings.prompt_column is None or settings.prompt_column not in present:
+        raise missing(
+            settings.prompt_column or "prompt",
+            "prompt",
+            "prompt_column",
+            "; or set generation.template to build prompts from columns",
+        )
+    if settings.model_column is not None and settings.model_column not in present:
+        raise missing(settings.model_column, "model", "model_column")
+    if settings.reference_column is not None and settings.reference_column not in present:
+        raise missing(settings.reference_column, "reference", "reference_column")
+    for column in settings.passthrough:
+        if column not in present:
+            raise missing(column, "passthrough", "passthrough")
+    for key, column in settings.param_columns.items():
+        if column not in present:
+            raise missing(column, f"param {key!r}", "param_columns")
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def _csv_rows(path: Path) -> Generator[tuple[int, list[str]], None, None]:
+    """(line number where the record starts, cells) for every non-blank CSV record."""
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh)
+        line = 1
+        for cells in reader:
+            start, line = line, reader.line_num + 1
+            if not cells or (len(cells) == 1 and not cells[0].strip()):
+                continue
+            yield start, cells
+
+
+def _csv_error(path: Path, exc: Exception, line: int | None) -> UsageError:
+    at = f"{path}, near line {line}" if line else str(path)
+    if isinstance(exc, UnicodeDecodeError):
+        return UsageError(
+            "manifest is not UTF-8 text",
+            at,
+            "re-export it as UTF-8 (CSV UTF-8 in spreadsheet apps)",
+        )
+    return UsageError(f"manifest is not valid CSV: {exc}", at, "fix the quoting on that line")
+
+
+def _csv_header(path: Path, where: str) -> list[str]:
+    try:
+        rows = _csv_rows(path)
+        first = next(rows, None)
+        rows.close()
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise _csv_error(path, exc, 1) from None
+    if first is None:
+        raise UsageError("manifest file is empty", where, "export the table with a header row")
+    return [name.strip() for name in first[1]]
+
+
+def _iter_csv(
+    path: Path, columns: list[str]
+) -> Iterator[tuple[Mapping[str, str], list[Violation]]]:
+    width = len(columns)
+    line = 1
+    rows = _csv_rows(path)
+    try:
+        next(rows)  # header
+        for line, cells in rows:
+            problems: list[Violation] = []
+            if len(cells) > width and any(c.strip() for c in cells[width:]):
+                problems.append(
+                    Violation(
+                        "row",
+                        "field_count",
+                        f"row: line {line} has {len(cells)} cells but the header has {width} "
+                        "columns; quote cells that contain commas (field_count)",
+                    )
+                )
+            yield dict(zip(columns, cells, strict=False)), problems
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise _csv_error(path, exc, line) from None
+
+
+# --------------------------------------------------------------------------- Parquet
+
+
+def _parquet_header(path: Path, where: str) -> tuple[list[str], int]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with pq.ParquetFile(path) as pf:
+            return list(pf.schema_arrow.names), pf.metadata.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        raise UsageError(
+            f"manifest is not a readable Parquet file: {exc}", where, "re-export it as Parquet"
+        ) from None
+
+
+def _iter_parquet(
+    path: Path, columns: list[str], batch_size: int
+) -> Iterator[tuple[Mapping[str, str], list[Violation]]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with pq.ParquetFile(path) as pf:
+            for record_batch in pf.iter_batches(batch_size=batch_size, columns=columns):
+                values = [
+                    [cell_text(v) for v in record_batch.column(i).to_pylist()]
+                    for i in range(record_batch.num_columns)
+                ]
+                names = record_batch.schema.names
+                for row in zip(*values, strict=True):
+                    yield dict(zip(names, row, strict=True)), []
+    except (pa.ArrowException, OSError) as exc:
+        raise UsageError(
+            f"manifest is not a readable Parquet file: {exc}", str(path), "re-export it as Parquet"
+        ) from None
+
+
+# --------------------------------------------------------------------------- JSONL
+
+
+def _jsonl_lines(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    """(line number, parsed object or None, error) for every non-blank line."""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                yield number, None, "not UTF-8 text"
+                continue
+            except json.JSONDecodeError as exc:
+                yield number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+                continue
+            if not isinstance(obj, dict):
+                yield number, None, f"a JSON {type(obj).__name__}, not an object"
+                continue
+            yield number, obj, None
+
+
+def _jsonl_header(path: Path, where: str) -> list[str]:
+    """Columns of a JSONL manifest: the keys of its first valid object."""
+    for _, obj, _ in _jsonl_lines(path):
+        if obj is not None:
+            return [str(k) for k in obj]
+    raise UsageError(
+        "manifest has no JSON object lines",
+        where,
+        'write one object per line, e.g. {"id": "1", "prompt": "..."}',
+    )
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[Mapping[str, str], list[Violation]]]:
+    for number, obj, error in _jsonl_lines(path):
+        if obj is None:
+            problem = Violation("line", "bad_json", f"line {number}: {error} (bad_json)")
+            yield {}, [problem]
+            continue
+        yield {str(k): cell_text(v) for k, v in obj.items()}, []
