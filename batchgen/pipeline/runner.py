@@ -50,6 +50,8 @@ class ScanResult:
     cost_by_model: Counter[str] = field(default_factory=Counter)
     references: set[str] = field(default_factory=set)
     invalid_messages: list[str] = field(default_factory=list)
+    retried: int = 0  # rows that failed before and are sent again (--retry-failed, or changed)
+    retried_cost: int = 0
 
     @property
     def rows(self) -> int:
@@ -91,6 +93,9 @@ def scan_manifest(
         for plan in plans:
             result.actions[plan.action] += 1
             if plan.action == P.SUBMIT:
+                if plan.previous is not None and plan.previous["state"] == J.FAILED:
+                    result.retried += 1
+                    result.retried_cost += plan.cost
                 result.cost_to_submit += plan.cost
                 result.cost_by_model[plan.spec.model or ""] += plan.cost
                 if plan.ref is not None:
@@ -202,6 +207,8 @@ async def _work(
             need = scan.cost_to_submit
             cap = settings.max_credits
             reporter.emit("run_start", message=f"{to_submit} rows to submit ({need} credits), {to_resume} to resume; balance {balance}")
+            if settings.retry_failed and scan.retried:
+                reporter.emit("run_start", message=f"--retry-failed: {scan.retried} rows that failed before are resubmitted as new tasks ({scan.retried_cost} credits)")
             if not settings.allow_partial and (need > balance or (cap is not None and need > cap)):
                 limit = f"the balance is {balance}" if need > balance else f"--max-credits is {cap}"
                 reporter.emit("stop", message=f"this run needs {need} credits and {limit}: top up, raise the cap, or pass --allow-partial")
@@ -252,6 +259,9 @@ async def _work(
         else:
             reporter.emit("fatal", message="insufficient credits: top up, then run the same command again to continue")
         return RunResult(EXIT_STOPPED, engine.stop_reason, {})
+    if reporter.errors.get("budget_reached"):
+        reporter.emit("stop", message="--max-credits reached: the remaining rows are blocked; raise the cap and run again")
+        return RunResult(EXIT_STOPPED, "budget_reached", {})
     counts = journal.counts(run_id)
     ok = counts.get(J.SUCCEEDED, 0) == sum(counts.values())
     return RunResult(EXIT_OK if ok else EXIT_ROWS_FAILED, "completed", {})

@@ -1,0 +1,93 @@
+"""Proof of exactly-once: SIGKILL a run at many random moments, re-run until done, then compare
+with an uninterrupted run and with the simulator's ledger."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from jobkit import SAMPLE, cli, cli_env, product_rows, read_output, simple_job
+
+from batchgen.sim import SimConfig, SimThread
+
+ROWS = 300
+KILLS = 8
+COMPARED = ["id", "model", "status", "reserved_credits", "final_credits", "error_code", "row_number"]
+
+
+def faulty() -> SimConfig:
+    return SimConfig(
+        rate=300.0,
+        burst=30,
+        latency=0.3,
+        queue_time=0.05,
+        error_rate=0.03,
+        drop_rate=0.02,
+        drop_after_rate=0.02,
+        seed=21,
+    )
+
+
+def make_job(folder: Path) -> Path:
+    folder.mkdir()
+    shutil.copytree(SAMPLE / "photos", folder / "photos")
+    rows = product_rows(ROWS)
+    photos = ["photos/mug.png", "photos/sneaker.jpg", "photos/lamp.png", "photos/backpack.jpg"]
+    for i, row in enumerate(rows):
+        row["photo"] = photos[i % 4] if i % 3 == 0 else ""
+    return simple_job(folder, rows, max_tasks_in_flight=64, max_requests_in_flight=16)
+
+
+def test_killed_at_random_moments_then_completed_equals_uninterrupted(tmp_path: Path) -> None:
+    rng = random.Random(20261122)
+    crashed_job = make_job(tmp_path / "crashed")
+    clean_job = make_job(tmp_path / "clean")
+
+    with SimThread(faulty()) as srv:
+        kills = 0
+        for _ in range(KILLS):
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "batchgen", "run", str(crashed_job), "-q"],
+                env=cli_env(srv),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                proc.wait(timeout=rng.uniform(0.4, 3.0))
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=30)
+                kills += 1
+            if proc.returncode == 0:
+                break
+        final = cli("run", str(crashed_job), "-q", srv=srv, timeout=300)
+        ledger = srv.snapshot()
+    assert kills >= 3, "the job finished before it could be interrupted often enough"
+    assert final.returncode == 0, final.stderr
+
+    with SimThread(faulty()) as srv2:
+        clean = cli("run", str(clean_job), "-q", srv=srv2, timeout=300)
+    assert clean.returncode == 0, clean.stderr
+
+    crashed_out = read_output(tmp_path / "crashed" / "out" / "results.csv")
+    clean_out = read_output(tmp_path / "clean" / "out" / "results.csv")
+    assert len(crashed_out) == ROWS
+    assert (crashed_out["status"] == "succeeded").all()
+    assert crashed_out[COMPARED].equals(clean_out[COMPARED])
+
+    # Exactly one task per row, one charge per succeeded row, and no task without a row.
+    keys = set(crashed_out["id"])
+    assert ledger["tasks_created"] == ROWS
+    assert ledger["tasks_without_key"] == 0
+    assert set(ledger["tasks_by_client_request_id"]) == keys
+    assert all(n == 1 for n in ledger["tasks_by_client_request_id"].values())
+    assert all(n == 1 for n in ledger["tasks_by_idempotency_key"].values())
+    charged = sum(b["charged"] for b in ledger["credits"].values())
+    assert charged == crashed_out["final_credits"].astype(int).sum()
+    assert len(set(crashed_out["task_id"])) == ROWS
+    # Each unique photo uploaded at most once per interruption window, and reused afterwards.
+    assert ledger["files_uploaded"] <= 4 * (KILLS + 1)
