@@ -130,7 +130,7 @@ def estimate(settings: Settings, *, out: Path | None = None, catalog: Catalog | 
         scan = scan_manifest(settings, catalog, journal, 0, on_plans=on_plans, record=False)
         cached = len(journal.cached_upload_shas(refs)) if journal is not None and refs else 0
         history = journal.durations(2000) if journal is not None else []
-        rates = [r["summary"].get("request_rate") for r in journal.last_runs(10)] if journal is not None else []
+        rates = [(r["summary"] or {}).get("request_rate") for r in journal.last_runs(10)] if journal is not None else []
     finally:
         if writer is not None:
             writer.close()

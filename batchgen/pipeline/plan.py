@@ -196,8 +196,15 @@ class Planner:
         return fld
 
     def _located(self, v: Violation) -> Violation:
+        """The violation re-addressed to the manifest column that holds the value."""
         column = self._column_of(v.field)
-        return Violation(column, v.rule, v.message)
+        message = v.message
+        head, sep, rest = message.partition(": ")
+        if sep and (head == v.field or head.startswith(("reference", "params.", "prompt", "model"))):
+            message = rest
+        if not message.startswith("column '"):
+            message = f"column '{column}': {message}"
+        return Violation(column, v.rule, message)
 
     def plan_batch(self, specs: Sequence[RowSpec]) -> list[RowPlan]:
         keys = [s.key for s in specs if s.key]
@@ -227,9 +234,13 @@ class Planner:
                 refs.append(ReferenceInfo(kind=ref.kind or "unknown", mime_type=ref.mime_type, size=ref.size or 0, name=ref.path.name if ref.path else None))
             elif ref is not None:
                 refs.append(ReferenceInfo(kind="image", mime_type=None, size=0, name=ref.url))
-            for v in self.catalog.validate(spec.model, spec.prompt, spec.params, refs):
+            found = self.catalog.validate(spec.model, spec.prompt, spec.params, refs)
+            rules = {v.rule for v in found}
+            for v in found:
                 if ref is not None and ref.url is not None and v.rule in ("mime", "max_bytes", "kind"):
                     continue  # a URL's bytes are checked when it is fetched
+                if v.rule == "kind" and "mime" in rules and ref is not None and ref.mime_type is None:
+                    continue  # unrecognised content: the mime violation says it all
                 violations.append(self._located(v))
         if not spec.key:
             violations.insert(0, Violation("key", "required", "blank row key"))
