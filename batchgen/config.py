@@ -141,7 +141,7 @@ poll_first             | +      | + | run.poll_first            | 2.0,3.0 | Firs
 poll_interval          | +      | + | run.poll_interval         | 5.0,10.0 | Later polls, seconds (min,max).
 task_timeout           | +      | + | run.task_timeout          | 900 | Seconds before a task counts as timed out.
 max_credits            | +      | + | run.max_credits           | 0 (no cap) | Stop submitting past this many credits.
-allow_partial          | +      | + | run.allow_partial         | false | Exit 0 even when some rows failed.
+allow_partial          | +      | + | run.allow_partial         | false | Start even if the balance or the cap cannot cover every row.
 retry_failed           | +      | + | -                         | false | Resubmit rows that failed before (costs credits).
 dry_run                | +      | + | -                         | false | Validate and estimate only; send nothing.
 base_url               | +      | BATCHGEN_BASE_URL, RIVYA_BASE_URL | api.base_url | https://rivya.ai | API base URL.
