@@ -1,0 +1,672 @@
+"""The only code that speaks HTTP: a thin async client of the Rivya Public API v1.
+
+:class:`RivyaClient` owns one ``aiohttp.ClientSession`` (pooled connections, explicit timeouts),
+builds URLs and headers, maps answers to typed records (:class:`Task`, :class:`UploadedFile`) and
+errors to :mod:`batchgen.errors` classes by ``error.code``. Library exceptions (connection
+refused or dropped, timeouts, a 2xx body that is not JSON) are translated into
+:class:`~batchgen.errors.TransportError` at one choke point, :meth:`RivyaClient._send`.
+
+Every request passes through the optional :class:`~batchgen.control.RequestBudget` with a
+priority (poll > submit > upload > other) and reports its outcome to it. Retries happen here,
+per :mod:`batchgen.retry`. The API key never appears in a repr, str or exception message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+
+from batchgen.control import Priority, RequestBudget
+from batchgen.errors import ApiError, TransportError, UsageError, api_error_class
+from batchgen.retry import DISABLED_CODE, RetryPolicy, retry_delay, should_retry
+
+TERMINAL = frozenset({"succeeded", "failed"})
+"""Task statuses after which a task never changes."""
+
+API_PREFIX = "/api/v1"
+KEY_PREFIX = "rvya_sk_"
+REDACTED = "…(redacted)"
+USER_AGENT = "batchgen/0.1"
+MAX_ERROR_TEXT = 300
+"""Characters of an error message (or of a non-JSON error body) kept in an exception."""
+MEDIA_CHUNK = 256 * 1024
+
+# Library exceptions that mean "no usable answer". ValueError covers a 2xx body that is not
+# JSON (json.JSONDecodeError, UnicodeDecodeError) and aiohttp's InvalidURL.
+_TRANSPORT_EXCEPTIONS = (aiohttp.ClientError, TimeoutError, OSError, ValueError)
+
+
+class ApiKey:
+    """A secret API key: masked in ``repr``/``str``; :meth:`reveal` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        value = value.strip()
+        if not value:
+            raise ValueError("an API key cannot be empty")
+        self._value = value
+
+    def reveal(self) -> str:
+        """The key itself, for the Authorization header only."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"ApiKey({self!s})"
+
+    def __str__(self) -> str:
+        return (KEY_PREFIX if self._value.startswith(KEY_PREFIX) else "") + REDACTED
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ApiKey) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ApiKey, (self._value,))
+
+    @classmethod
+    def from_env_or_file(cls, value: str | None, file: Path | None) -> ApiKey | None:
+        """The key from ``value`` (a flag or environment variable) if set, else from ``file``.
+
+        Returns None when neither is given. Raises :class:`UsageError` when the file is missing,
+        unreadable or empty (never quoting its content).
+        """
+        if value is not None and value.strip():
+            return cls(value)
+        if file is None:
+            return None
+        path = Path(file).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot read the API key file: {exc.strerror or type(exc).__name__}",
+                str(path),
+                "create it with your rvya_sk_... key on one line, or set RIVYA_API_KEY",
+            ) from None
+        if not text:
+            raise UsageError(
+                "the API key file is empty", str(path), "put your rvya_sk_... key in it"
+            )
+        return cls(text.splitlines()[0])
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _as_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _first(payload: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        value = payload.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _unwrap(payload: Any, *wrappers: str) -> Mapping[str, Any]:
+    """The object itself, or the one inside ``{"data": {...}}``-like envelopes."""
+    if not isinstance(payload, Mapping):
+        raise TransportError(f"unexpected response: a JSON {type(payload).__name__}, not an object")
+    if "id" not in payload:
+        for key in wrappers:
+            inner = payload.get(key)
+            if isinstance(inner, Mapping):
+                return inner
+    return payload
+
+
+def _parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """The public task object of ``POST``/``GET /api/v1/generations``; unknown fields ignored."""
+
+    id: str
+    status: str
+    model: str | None
+    reserved_credits: int
+    final_credits: int
+    created_at: str | None
+    updated_at: str | None
+    primary_url: str | None
+    urls: tuple[str, ...]
+    error_code: str | None
+    error_message: str | None
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def terminal(self) -> bool:
+        """True once the task has succeeded or failed."""
+        return self.status in TERMINAL
+
+    @property
+    def seconds_to_done(self) -> float | None:
+        """``updated_at - created_at`` of a terminal task (server clock), else None."""
+        if self.status not in TERMINAL:
+            return None
+        start, end = _parse_time(self.created_at), _parse_time(self.updated_at)
+        return None if start is None or end is None else max(0.0, end - start)
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> Task:
+        """Parse a task object tolerantly; raises TransportError if it has no id or status."""
+        obj = _unwrap(payload, "data", "task", "generation")
+        task_id, status = obj.get("id"), obj.get("status")
+        if not isinstance(task_id, str) or not task_id or not isinstance(status, str):
+            raise TransportError("unexpected response: a task object without id or status")
+        result = obj.get("result")
+        primary, urls = None, ()
+        if isinstance(result, Mapping):
+            raw_urls = result.get("urls")
+            if isinstance(raw_urls, list):
+                urls = tuple(u for u in raw_urls if isinstance(u, str) and u)
+            primary = _as_str(_first(result, "primary_url", "primaryUrl", "url")) or (
+                urls[0] if urls else None
+            )
+            if primary and not urls:
+                urls = (primary,)
+        error = obj.get("error")
+        code = message = None
+        if isinstance(error, Mapping):
+            code, message = _as_str(error.get("code")), _as_str(error.get("message"))
+        elif isinstance(error, str):
+            code = error
+        return cls(
+            id=task_id,
+            status=status,
+            model=_as_str(obj.get("model")),
+            reserved_credits=_as_int(obj.get("reserved_credits")),
+            final_credits=_as_int(obj.get("final_credits")),
+            created_at=_as_str(obj.get("created_at")),
+            updated_at=_as_str(obj.get("updated_at")),
+            primary_url=primary,
+            urls=urls,
+            error_code=code,
+            error_message=message,
+            raw=obj,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UploadedFile:
+    """The answer of ``POST /api/v1/files``, tolerant of other names for its id and url."""
+
+    id: str
+    url: str
+    kind: str | None
+    name: str | None
+    mime_type: str | None
+    size: int | None
+    sha256: str | None
+    duration_token: str | None
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> UploadedFile:
+        """Parse an upload answer; raises TransportError if it carries no url."""
+        obj = _unwrap(payload, "data", "file")
+        url = _first(
+            obj, "url", "file_url", "fileUrl", "download_url", "downloadUrl", "public_url", "uri"
+        )
+        if not isinstance(url, str):
+            raise TransportError("unexpected response: a file object without a url")
+        size = _first(obj, "size", "size_bytes", "sizeBytes", "bytes")
+        return cls(
+            id=_as_str(_first(obj, "id", "file_id", "fileId")) or "",
+            url=url,
+            kind=_as_str(obj.get("kind")),
+            name=_as_str(_first(obj, "name", "filename", "file_name", "fileName")),
+            mime_type=_as_str(_first(obj, "mimeType", "mime_type", "content_type", "contentType")),
+            size=None if size is None else _as_int(size),
+            sha256=_as_str(obj.get("sha256")),
+            duration_token=_as_str(_first(obj, "duration_token", "durationToken")),
+            raw=obj,
+        )
+
+
+@dataclass(slots=True)
+class ClientStats:
+    """Counters of one client (every attempt counts, retries included)."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    responses: Counter[int] = field(default_factory=Counter)
+    rate_limited: int = 0
+    retries: int = 0
+    transport_errors: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-able copy."""
+        return {
+            "requests": dict(self.requests),
+            "responses": {str(k): v for k, v in sorted(self.responses.items())},
+            "rate_limited": self.rate_limited,
+            "retries": self.retries,
+            "transport_errors": self.transport_errors,
+        }
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP-date; None if absent/bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(0.0, seconds) if seconds == seconds else None
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _NoSlot:
+    __slots__ = ()
+    started = None
+
+    async def __aenter__(self) -> _NoSlot:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_SLOT = _NoSlot()
+_PRIORITY = {
+    "poll": Priority.POLL,
+    "create": Priority.SUBMIT,
+    "upload": Priority.UPLOAD,
+}
+
+
+class RivyaClient:
+    """Async client of the Rivya Public API v1; use as ``async with RivyaClient(...) as c``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: ApiKey | str | None,
+        *,
+        budget: RequestBudget | None = None,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, immutable default
+        timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+        max_connections: int = 100,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise UsageError(
+                f"not an http(s) base URL: {base_url!r}", "api.base_url", "e.g. https://rivya.ai"
+            )
+        self._origin = (parts.scheme, parts.netloc.lower())
+        self._api = self.base_url + API_PREFIX
+        self._key = ApiKey(api_key) if isinstance(api_key, str) else api_key
+        self.budget = budget
+        self.retry = retry
+        self.stats = ClientStats()
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
+        self._max_connections = max_connections
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._session: aiohttp.ClientSession | None = None
+        auth = {"Authorization": f"Bearer {self._key.reveal()}"} if self._key else {}
+        self._h_auth: dict[str, str] = {**auth, "Accept": "application/json"}
+        self._h_json: dict[str, str] = {**self._h_auth, "Content-Type": "application/json"}
+        self._h_public: dict[str, str] = {"Accept": "application/json"}
+
+    def __repr__(self) -> str:
+        return f"RivyaClient(base_url={self.base_url!r}, api_key={self._key!r})"
+
+    async def __aenter__(self) -> RivyaClient:
+        self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the session and its connections (idempotent)."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                headers={"User-Agent": USER_AGENT},
+                auto_decompress=True,
+            )
+        return self._session
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    async def list_models(self) -> dict[str, Any]:
+        """``GET /api/v1/models`` (public, sent without a key): the raw payload."""
+        payload = await self._json("models", "GET", "/models", self._h_public)
+        if not isinstance(payload, dict):
+            raise TransportError("unexpected response: the models payload is not an object")
+        return payload
+
+    async def upload_file(
+        self,
+        data: bytes,
+        *,
+        filename: str,
+        kind: str,
+        mime_type: str,
+        model: str | None = None,
+        client_request_id: str | None = None,
+    ) -> UploadedFile:
+        """``POST /api/v1/files`` (multipart). Retried on transient errors: a duplicate upload
+        costs nothing."""
+
+        def form() -> aiohttp.FormData:
+            fd = aiohttp.FormData()
+            fd.add_field("file", data, filename=filename, content_type=mime_type)
+            fd.add_field("kind", kind)
+            if model:
+                fd.add_field("model", model)
+            if client_request_id:
+                fd.add_field("client_request_id", client_request_id)
+            return fd
+
+        payload = await self._json("upload", "POST", "/files", self._h_auth, form=form)
+        return UploadedFile.from_payload(payload)
+
+    async def get_file(self, file_id: str) -> UploadedFile:
+        """``GET /api/v1/files/{fileId}``."""
+        payload = await self._json("file", "GET", "/files/" + quote(file_id, safe=""), self._h_auth)
+        return UploadedFile.from_payload(payload)
+
+    async def create_generation(
+        self, body: Mapping[str, Any], *, idempotency_key: str | None
+    ) -> Task:
+        """``POST /api/v1/generations``; any 2xx is accepted. Retried on 5xx and transport
+        errors only when ``idempotency_key`` is given (429 is always safe to retry)."""
+        headers = self._h_json
+        if idempotency_key:
+            headers = {**headers, "Idempotency-Key": idempotency_key}
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        payload = await self._json(
+            "create", "POST", "/generations", headers, data=data, idempotent=bool(idempotency_key)
+        )
+        return Task.from_payload(payload)
+
+    async def get_generation(self, task_id: str) -> Task:
+        """``GET /api/v1/generations/{taskId}``."""
+        path = "/generations/" + quote(task_id, safe="")
+        return Task.from_payload(await self._json("poll", "GET", path, self._h_auth))
+
+    async def get_credits(self) -> int:
+        """``GET /api/v1/credits``: the current balance."""
+        payload = await self._json("credits", "GET", "/credits", self._h_auth)
+        obj = _unwrap(payload, "data")
+        value = _first(obj, "current_credits", "currentCredits", "credits", "balance")
+        if value is None:
+            raise TransportError("unexpected response: no current_credits in the credits answer")
+        return _as_int(value)
+
+    async def fetch(self, url: str, *, max_bytes: int) -> tuple[bytes, str | None]:
+        """Download result media: ``(bytes, content type without parameters)``.
+
+        The Authorization header is sent only to the API's own origin (and aiohttp drops it on a
+        redirect to another origin); only same-origin downloads draw from the request budget.
+        A body over ``max_bytes`` raises TransportError and is not retried; an expired URL
+        gives an ApiError such as code ``http_404`` / ``http_403``.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise TransportError(f"cannot download {url[:200]!r}: not an http(s) URL")
+        same = (parts.scheme, parts.netloc.lower()) == self._origin
+        headers = self._h_auth if same else {}
+        _status, resp_headers, body = await self._call(
+            "media", "GET", url, headers, max_bytes=max_bytes, use_budget=same
+        )
+        ctype = resp_headers.get("Content-Type")
+        return body, (ctype.split(";", 1)[0].strip().lower() or None) if ctype else None
+
+    # -- request machinery -------------------------------------------------------------------
+
+    async def _json(
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        *,
+        data: bytes | None = None,
+        form: Callable[[], aiohttp.FormData] | None = None,
+        idempotent: bool = True,
+    ) -> Any:
+        _status, _headers, payload = await self._call(
+            endpoint,
+            method,
+            self._api + path,
+            headers,
+            data=data,
+            form=form,
+            idempotent=idempotent,
+            parse=True,
+        )
+        return payload
+
+    async def _call(
+        self,
+        endpoint: str,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        data: bytes | None = None,
+        form: Callable[[], aiohttp.FormData] | None = None,
+        idempotent: bool = True,
+        parse: bool = False,
+        max_bytes: int | None = None,
+        use_budget: bool = True,
+    ) -> tuple[int, Mapping[str, str], Any]:
+        """Send with retries per the policy; returns ``(status, headers, payload)`` of a 2xx."""
+        budget = self.budget if use_budget else None
+        priority = _PRIORITY.get(endpoint, Priority.OTHER)
+        attempt = 0
+        while True:
+            attempt += 1
+            self.stats.requests[endpoint] += 1
+            error: ApiError | TransportError
+            try:
+                status, resp_headers, payload, retry_after = await self._send(
+                    method, url, headers, data, form, budget, priority, parse, max_bytes
+                )
+            except TransportError as exc:
+                error, retry_after = exc, None
+            except _TooLarge:
+                raise TransportError(
+                    f"{method} {endpoint}: the body is larger than {max_bytes} bytes"
+                ) from None
+            else:
+                if 200 <= status < 300:
+                    return status, resp_headers, payload
+                error = self._api_error(status, resp_headers, payload, retry_after)
+            if not should_retry(error, attempt, idempotent=idempotent, policy=self.retry):
+                raise error
+            code = error.code if isinstance(error, ApiError) else None
+            delay = retry_delay(attempt, retry_after, policy=self.retry, rng=self._rng, code=code)
+            self.stats.retries += 1
+            if budget is not None and error.status != 429 and code != DISABLED_CODE:
+                # Retries of server faults draw on the retry budget, so an outage meets a
+                # bounded trickle of retries rather than a storm; 429s are paced by the rate.
+                await budget.retry_permit()
+            await self._sleep(delay)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        data: bytes | None,
+        form: Callable[[], aiohttp.FormData] | None,
+        budget: RequestBudget | None,
+        priority: int,
+        parse: bool,
+        max_bytes: int | None,
+    ) -> tuple[int, Mapping[str, str], Any, float | None]:
+        """One attempt: the single place where library exceptions become TransportError.
+
+        (aiohttp itself replays a GET once when a pooled keep-alive connection turns out to be
+        closed, RFC 9112 9.3.1; that replay is below this layer and never applies to a POST.)
+        """
+        session = self._session or self._open()
+        slot = budget.slot(priority) if budget is not None else _NO_SLOT
+        async with slot:
+            try:
+                async with session.request(
+                    method,
+                    url,
+                    data=form() if form is not None else data,
+                    headers=headers,
+                    allow_redirects=max_bytes is not None,
+                ) as resp:
+                    status = resp.status
+                    resp_headers = resp.headers
+                    if max_bytes is None:
+                        body = await resp.read()
+                    else:
+                        body = await self._read_limited(resp, max_bytes)
+                payload = json.loads(body) if parse and 200 <= status < 300 else body
+            except _TRANSPORT_EXCEPTIONS as exc:
+                self.stats.transport_errors += 1
+                if budget is not None:
+                    budget.on_response(None, None, None, started=slot.started)
+                # A ClientResponseError's request_info holds our request headers (the key):
+                # do not chain it. Everything else is chained for debugging.
+                cause = None if isinstance(exc, aiohttp.ClientResponseError) else exc
+                raise TransportError(self._describe(method, url, exc)) from cause
+            self.stats.responses[status] += 1
+            retry_after = None
+            if status == 429 or status >= 500:
+                retry_after = parse_retry_after(resp_headers.get("Retry-After"))
+                if status == 429:
+                    self.stats.rate_limited += 1
+            if budget is not None:
+                budget.on_response(status, resp_headers, retry_after, started=slot.started)
+            return status, resp_headers, payload, retry_after
+
+    @staticmethod
+    async def _read_limited(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+        length = resp.content_length
+        if length is not None and length > max_bytes and 200 <= resp.status < 300:
+            raise _TooLarge
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in resp.content.iter_chunked(MEDIA_CHUNK):
+            total += len(chunk)
+            if total > max_bytes and 200 <= resp.status < 300:
+                raise _TooLarge
+            if total <= max_bytes:
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _api_error(
+        self, status: int, headers: Mapping[str, str], body: bytes, retry_after: float | None
+    ) -> ApiError:
+        """Map a non-2xx answer to an ApiError subclass by ``error.code`` (HTML bodies too)."""
+        code = message = request_id = None
+        try:
+            obj = json.loads(body) if body else None
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict):
+            err = obj.get("error")
+            if isinstance(err, dict):
+                code = _as_str(err.get("code"))
+                message = _as_str(err.get("message"))
+                request_id = _as_str(err.get("requestId") or err.get("request_id"))
+            elif isinstance(err, str):
+                code = err
+            message = message or _as_str(obj.get("message"))
+        if not code:
+            code = f"http_{status}"
+        if not message:
+            text = body[:MAX_ERROR_TEXT].decode("utf-8", "replace").strip() if body else ""
+            kind = "an empty body" if not text else "a non-JSON body" if obj is None else "a body"
+            message = f"HTTP {status} with {kind}" + (f": {' '.join(text.split())}" if text else "")
+        request_id = request_id or headers.get("X-Request-Id")
+        if retry_after is None:
+            retry_after = parse_retry_after(headers.get("Retry-After"))
+        return api_error_class(code, status)(
+            self._redact(message[:MAX_ERROR_TEXT]),
+            status=status,
+            code=code,
+            request_id=request_id,
+            retry_after=retry_after,
+            headers=dict(headers),
+        )
+
+    def _describe(self, method: str, url: str, exc: BaseException) -> str:
+        path = url[len(self.base_url) :] if url.startswith(self.base_url) else url
+        detail = str(exc).strip()
+        if isinstance(exc, TimeoutError) and not detail:
+            detail = f"timed out after {self._timeout.total:g}s"
+        elif isinstance(exc, ValueError) and not isinstance(exc, aiohttp.ClientError):
+            detail = f"the answer is not valid JSON ({detail[:120]})"
+        text = f"{method} {path[:200]}: {type(exc).__name__}" + (f": {detail}" if detail else "")
+        return self._redact(text[:MAX_ERROR_TEXT])
+
+    def _redact(self, text: str) -> str:
+        if self._key is not None:
+            secret = self._key.reveal()
+            if secret in text:
+                text = text.replace(secret, str(self._key))
+        return text

@@ -1,0 +1,631 @@
+"""Flow control shared by every request: :class:`RequestBudget` and :class:`PollScheduler`.
+
+The service rate-limits the *account*, not the endpoint, so uploads, submits and polls all draw
+from one :class:`RequestBudget`:
+
+* a concurrency cap (``max_in_flight``), asserted by measurement in the tests;
+* a token bucket whose rate is *discovered*, with no user tuning:
+
+  - it starts optimistic (``initial_rate``); with ``trust_limit_header=True`` it starts at
+    ``X-RateLimit-Limit`` the first time a successful answer carries it. Off by default: the
+    header's unit is undocumented (the simulator sends its bucket size, other services a count
+    per minute or hour), and a wrong start costs more than the 429s it would save;
+  - before the first 429 it grows exponentially ("slow start": it doubles every
+    ``slow_start_doubling`` seconds during which senders actually waited for tokens);
+  - on a 429 it drops multiplicatively to ``beta`` times its own rate, or times the rate the
+    service was measured accepting if that is lower (once per round trip: 429s for requests
+    sent before the last decrease are not counted again), empties the bucket and, when the
+    answer carries ``Retry-After`` (or ``X-RateLimit-Reset``), pauses *every* sender until then;
+  - with no 429s it probes upward along a cubic curve (as TCP CUBIC does): fast while far below
+    the rate where the last 429 happened, flat near it, then accelerating beyond it. Growth only
+    accrues while senders are waiting on the bucket, so an idle or concurrency-bound client never
+    inflates its rate;
+  - ``max_rate`` is an optional hard ceiling.
+
+  The aim is to run near the account's limit with only a few percent of requests answered 429.
+* priorities: when requests wait, polls go before submits before uploads (one heap of waiters);
+* a retry budget (as in gRPC / Finagle): each request deposits ``retry_ratio`` of a token, each
+  retry of a failed request (5xx, transport error) withdraws one, plus a small floor of
+  ``retry_floor_rate`` tokens per second; a retry waits for a token, so a failing service sees a
+  bounded trickle of retries, not a storm.
+
+:class:`PollScheduler` is one min-heap of next-poll times for every task in flight (never one
+sleeping coroutine per task), with a first poll near the completion time observed so far for the
+task's model.
+
+Clock and sleep are injectable so the tests are deterministic and never assert wall-clock timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from enum import IntEnum
+from types import TracebackType
+from typing import Any
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[Any]]
+
+DEFAULT_MAX_IN_FLIGHT = 32
+DEFAULT_INITIAL_RATE = 100.0
+"""Requests per second before anything is known: optimistic; slow start grows it quickly."""
+DEFAULT_MIN_RATE = 0.2
+BETA = 0.7
+"""Multiplicative decrease on a 429 (TCP CUBIC's value)."""
+RECOVERY_SECONDS = 6.0
+"""Rate-limited seconds the cubic probe takes to climb back to the rate of the last 429."""
+SLOW_START_DOUBLING = 0.25
+"""Rate-limited seconds per doubling of the rate before the first 429."""
+BURST_SECONDS = 0.05
+"""The bucket holds this many seconds' worth of tokens (at least one token)."""
+RATE_WINDOW = 1.0
+"""Seconds of the sliding window that measures the accepted request rate (at least)..."""
+WINDOW_EVENTS = 10.0
+"""...or as long as it takes to see about this many answers at the current rate..."""
+MAX_RATE_WINDOW = 30.0
+"""...but never longer than this."""
+RECOVERY_REQUESTS = 120.0
+"""At low rates the cubic recovery lasts at least this many requests' worth of time, so the
+429s of each probe stay a small fraction of the requests."""
+PAUSE_CAP = 120.0
+"""A Retry-After / X-RateLimit-Reset pause is clamped to this many seconds."""
+EPOCH_THRESHOLD = 1e9
+"""An X-RateLimit-Reset above this is an epoch time, below it a number of seconds."""
+DEFAULT_RETRY_RATIO = 0.2
+DEFAULT_RETRY_FLOOR_RATE = 2.0
+DEFAULT_RETRY_CAP = 20.0
+_ONE = 1.0 - 1e-9  # a token, give or take float rounding (else a 1e-17 s sleep never ends)
+
+
+class Priority(IntEnum):
+    """Order in which waiting requests are let through (lowest value first)."""
+
+    POLL = 0
+    SUBMIT = 1
+    UPLOAD = 2
+    OTHER = 3
+
+
+class _Waiter:
+    __slots__ = ("fut", "key")
+
+    def __init__(self, key: tuple[int, int]) -> None:
+        self.key = key
+        self.fut: asyncio.Future[None] | None = None
+
+    def __lt__(self, other: _Waiter) -> bool:
+        return self.key < other.key
+
+
+class Slot:
+    """One permission to send a request; ``async with budget.slot(priority) as slot``.
+
+    ``slot.started`` (the budget's clock when it was granted) may be passed back to
+    :meth:`RequestBudget.on_response` so one burst of 429s counts as one congestion event.
+    """
+
+    __slots__ = ("_budget", "_priority", "started")
+
+    def __init__(self, budget: RequestBudget, priority: int) -> None:
+        self._budget = budget
+        self._priority = priority
+        self.started = 0.0
+
+    async def __aenter__(self) -> Slot:
+        self.started = await self._budget._acquire(self._priority)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._budget._release()
+
+
+class RequestBudget:
+    """One adaptive request budget shared by every request (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_rate: float | None = None,
+        initial_rate: float = DEFAULT_INITIAL_RATE,
+        min_rate: float = DEFAULT_MIN_RATE,
+        beta: float = BETA,
+        recovery_seconds: float = RECOVERY_SECONDS,
+        slow_start_doubling: float = SLOW_START_DOUBLING,
+        retry_ratio: float = DEFAULT_RETRY_RATIO,
+        retry_floor_rate: float = DEFAULT_RETRY_FLOOR_RATE,
+        retry_cap: float = DEFAULT_RETRY_CAP,
+        trust_limit_header: bool = False,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        wall_clock: Clock = time.time,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        if max_rate is not None and max_rate <= 0:
+            max_rate = None
+        self.max_in_flight = max_in_flight
+        self.max_rate = max_rate
+        self.min_rate = min_rate
+        self._beta = beta
+        self._recovery = recovery_seconds
+        self._k = recovery_seconds
+        self._cubic_c = (1.0 - beta) / recovery_seconds**3
+        self._doubling = slow_start_doubling
+        self._clock = clock
+        self._sleep = sleep
+        self._wall = wall_clock
+        now = clock()
+        self._rate = self._clamp(initial_rate)
+        self._tokens = max(1.0, self._rate * BURST_SECONDS)  # a full bucket
+        self._refilled = now
+        self._paused_until = -math.inf
+        self._waiters: list[_Waiter] = []
+        self._seq = 0
+        self.in_flight = 0
+        self.max_in_flight_seen = 0
+        # rate discovery
+        self._slow_start = True
+        self._trust_limit = trust_limit_header
+        self._limit_seen = False
+        self._w_max = self._rate
+        self._grow_time = 0.0  # rate-limited seconds since the last decrease
+        self._last_decrease = -math.inf
+        # accepted (non-429) responses in a sliding window
+        self._win_start = -math.inf
+        self._win_len = RATE_WINDOW
+        self._win_count = 0
+        self._prev_count = 0
+        self._prev_len = 0.0
+        # counters
+        self.granted = 0
+        self.responses = 0
+        self.throttled = 0
+        self.decreases = 0
+        # retry budget
+        self._retry_ratio = retry_ratio
+        self._retry_floor = retry_floor_rate
+        self._retry_cap = retry_cap
+        self._retry_tokens = retry_cap / 2.0
+        self._retry_refilled = now
+
+    # -- public ------------------------------------------------------------------------------
+
+    def slot(self, priority: int = Priority.OTHER) -> Slot:
+        """An async context manager holding one request slot of ``priority`` while inside."""
+        return Slot(self, int(priority))
+
+    @property
+    def rate(self) -> float:
+        """The current request rate (requests per second) the bucket lets through."""
+        return self._rate
+
+    @property
+    def paused_until(self) -> float:
+        """Budget-clock time before which no request is let through (0 when not paused)."""
+        return self._paused_until
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot."""
+        return len(self._waiters)
+
+    def on_response(
+        self,
+        status: int | None,
+        headers: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+        *,
+        started: float | None = None,
+    ) -> None:
+        """Report the outcome of one request (``status`` None: no answer, a transport error).
+
+        ``retry_after`` is the parsed ``Retry-After`` in seconds; ``started`` is the
+        :attr:`Slot.started` of the request, used to count one burst of 429s once.
+        """
+        self.responses += 1
+        now = self._clock()
+        if status != 429:
+            if self._trust_limit and not self._limit_seen and headers is not None:
+                self._first_limit(headers)
+            # (X-RateLimit-Remaining is not used: answers arrive out of order, and zeroing the
+            # bucket on every "0" starves a sender that runs right at the limit.)
+            if status is not None:
+                self._count_accepted(now)
+            return
+        self.throttled += 1
+        prev_pause = self._paused_until
+        pause = retry_after
+        if pause is None and headers is not None:
+            pause = self._reset_seconds(headers.get("X-RateLimit-Reset"))
+        if pause is not None and pause > 0:
+            self._paused_until = max(self._paused_until, now + min(pause, PAUSE_CAP))
+        self._refill(now)
+        self._tokens = min(self._tokens, 0.0)
+        if started is not None and started < self._last_decrease:
+            return  # sent before the last decrease: same congestion event
+        if started is None and now - self._last_decrease < 1.0 / self._rate:
+            return
+        # Decrease from the rate the service was accepting when that is below our own setting
+        # (slow start can overshoot the limit many times over before the first 429 comes back).
+        # A pause inside the measuring window makes that measure too low when the service's
+        # burst is small: then it may pull the rate down by one more factor beta, no further.
+        base = self._rate
+        accepted = self._accepted_rate(now)
+        if now - prev_pause < self._win_len:
+            accepted = max(accepted, base * self._beta)
+        if 0.0 < accepted < base:
+            base = accepted
+        self._w_max = max(base, self.min_rate)
+        self._rate = self._clamp(base * self._beta)
+        self._k = max(self._recovery, RECOVERY_REQUESTS / self._w_max)
+        self._cubic_c = (1.0 - self._beta) / self._k**3
+        self._slow_start = False
+        self._grow_time = 0.0
+        self._last_decrease = now
+        self.decreases += 1
+
+    async def retry_permit(self) -> None:
+        """Wait for a token of the retry budget (call before retrying a 5xx/transport error)."""
+        while True:
+            now = self._clock()
+            self._refill_retry(now)
+            if self._retry_tokens >= 1.0:
+                self._retry_tokens -= 1.0
+                return
+            await self._sleep((1.0 - self._retry_tokens) / max(self._retry_floor, 1e-3))
+
+    def retry_available(self) -> float:
+        """Retry tokens available now (for status displays and tests)."""
+        self._refill_retry(self._clock())
+        return self._retry_tokens
+
+    # -- slot machinery ----------------------------------------------------------------------
+
+    async def _acquire(self, priority: int) -> float:
+        if not self._waiters and self.in_flight < self.max_in_flight:
+            now = self._clock()
+            if now >= self._paused_until:
+                self._refill(now)
+                if self._tokens >= _ONE:
+                    return self._grant(now)
+        self._seq += 1
+        waiter = _Waiter((priority, self._seq))
+        heapq.heappush(self._waiters, waiter)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                if self._waiters[0] is waiter and self.in_flight < self.max_in_flight:
+                    # The head of the queue with a free slot: it alone waits for the bucket.
+                    now = self._clock()
+                    if now < self._paused_until:
+                        await self._sleep(self._paused_until - now)
+                        continue
+                    self._refill(now)
+                    if self._tokens >= _ONE:
+                        heapq.heappop(self._waiters)
+                        started = self._grant(now)
+                        self._wake_head()
+                        return started
+                    # Waiting on the bucket means the rate is the bottleneck: only this time
+                    # counts as growth time, so an idle or concurrency-bound client never
+                    # inflates its rate.
+                    wait = (1.0 - self._tokens) / self._rate
+                    await self._sleep(wait)
+                    self._grow(min(max(self._clock() - now, 0.0), wait))
+                else:
+                    waiter.fut = loop.create_future()
+                    await waiter.fut
+                    waiter.fut = None
+        except BaseException:
+            if waiter in self._waiters:
+                was_head = self._waiters[0] is waiter
+                self._waiters.remove(waiter)
+                heapq.heapify(self._waiters)
+                if was_head:
+                    self._wake_head()
+            raise
+
+    def _grant(self, now: float) -> float:
+        self._tokens -= 1.0
+        self.in_flight += 1
+        self.granted += 1
+        if self.in_flight > self.max_in_flight_seen:
+            self.max_in_flight_seen = self.in_flight
+        self._deposit_retry()
+        return now
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+        self._wake_head()
+
+    def _wake_head(self) -> None:
+        if self._waiters:
+            fut = self._waiters[0].fut
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    def _refill(self, now: float) -> None:
+        dt = now - self._refilled
+        if dt > 0.0:
+            self._refilled = now
+            burst = max(1.0, self._rate * BURST_SECONDS)
+            tokens = self._tokens + dt * self._rate
+            self._tokens = tokens if tokens < burst else burst
+
+    def _grow(self, dt: float) -> None:
+        if dt <= 0.0 or (self.max_rate is not None and self._rate >= self.max_rate):
+            return
+        if self._slow_start:
+            self._rate = self._clamp(self._rate * 2.0 ** (dt / self._doubling))
+            return
+        # Relative CUBIC: beta * w_max right after the decrease, w_max again after
+        # ``recovery_seconds`` of growth time, then accelerating beyond it.
+        self._grow_time += dt
+        t = self._grow_time - self._k
+        target = self._w_max * (1.0 + self._cubic_c * t * t * t)
+        if target > self._rate:
+            self._rate = self._clamp(target)
+
+    def _clamp(self, rate: float) -> float:
+        if self.max_rate is not None and rate > self.max_rate:
+            rate = self.max_rate
+        return max(rate, self.min_rate)
+
+    # -- measurement and headers -------------------------------------------------------------
+
+    def _count_accepted(self, now: float) -> None:
+        elapsed = now - self._win_start
+        if elapsed >= self._win_len:
+            if elapsed < 2 * self._win_len:
+                self._prev_count, self._prev_len = self._win_count, self._win_len
+                self._win_start += self._win_len
+            else:  # the first response, or after a silence: start afresh
+                self._prev_count, self._prev_len = 0, 0.0
+                self._win_start = now
+            self._win_count = 0
+            # At low rates a one-second window holds too few answers to measure anything.
+            self._win_len = min(MAX_RATE_WINDOW, max(RATE_WINDOW, WINDOW_EVENTS / self._rate))
+        self._win_count += 1
+
+    def _accepted_rate(self, now: float) -> float:
+        """Accepted (non-429) responses per second over about the last window."""
+        elapsed = now - self._win_start
+        if elapsed > self._win_len:
+            return self._win_count / elapsed
+        # sliding window: the current window plus the unexpired part of the previous one
+        keep = 1.0 - elapsed / self._win_len
+        covered = self._prev_len * keep + elapsed
+        return (self._prev_count * keep + self._win_count) / max(covered, 0.05 * RATE_WINDOW)
+
+    def _first_limit(self, headers: Mapping[str, str]) -> None:
+        raw = headers.get("X-RateLimit-Limit")
+        if raw is None:
+            return
+        self._limit_seen = True
+        try:
+            limit = float(raw.split(",")[0].split(";")[0])
+        except ValueError:
+            return
+        if limit > 0 and self.decreases == 0:
+            # A starting point only, taken from a successful answer before any 429: whether it
+            # counts per second, per window or the burst is not documented, and the 429s correct
+            # it either way. On a 429 it is ignored: the rate the service was accepting is a
+            # better measure than a number of unknown unit.
+            self._rate = self._clamp(limit)
+            self._w_max = self._rate
+
+    def _reset_seconds(self, raw: str | None) -> float | None:
+        if raw is None:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            return None
+        if value > EPOCH_THRESHOLD:
+            value -= self._wall()
+        return value if value > 0 else None
+
+    # -- retry budget ------------------------------------------------------------------------
+
+    def _deposit_retry(self) -> None:
+        tokens = self._retry_tokens + self._retry_ratio
+        self._retry_tokens = tokens if tokens < self._retry_cap else self._retry_cap
+
+    def _refill_retry(self, now: float) -> None:
+        dt = now - self._retry_refilled
+        if dt > 0:
+            self._retry_refilled = now
+            self._retry_tokens = min(self._retry_cap, self._retry_tokens + dt * self._retry_floor)
+
+
+# -- poll scheduling -------------------------------------------------------------------------
+
+DEFAULT_POLL_FIRST = (2.0, 3.0)
+"""Seconds after submit of the first poll while nothing is known about the model (the docs)."""
+DEFAULT_POLL_INTERVAL = (5.0, 10.0)
+"""Seconds between later polls: the docs' guidance; backs off from the low to the high end."""
+DEFAULT_FIRST_MIN = 1.0
+"""An adaptive first poll is never sooner than this many seconds after submit."""
+ESTIMATE_ALPHA = 0.2
+"""Weight of a new observation in the per-model estimate of seconds to done."""
+QUANTILE_TARGET = 0.6
+"""The estimate tracks roughly this quantile of the observed seconds to done."""
+POLL_BACKOFF = 1.5
+FIRST_JITTER = 0.05
+"""A first poll is at the estimate give or take this fraction."""
+FIRST_SLACK = 0.25
+"""Seconds of poll round trip and scheduling delay tolerated in "done by the first poll"."""
+
+
+class _Estimate:
+    """Online estimate of a quantile of seconds-to-done (stochastic approximation)."""
+
+    __slots__ = ("count", "scale", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.scale = 0.0
+        self.count = 0
+
+    def update(self, x: float, below_at: float | None) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.value = x
+            self.scale = x / 2.0
+            return
+        # Robbins-Monro step on the pinball loss, step size proportional to the spread; an
+        # observation up to ``below_at`` counts as below the estimate (see observe()).
+        self.scale += ESTIMATE_ALPHA * (abs(x - self.value) - self.scale)
+        step = ESTIMATE_ALPHA * max(self.scale, 1e-3)
+        threshold = self.value if below_at is None else below_at
+        self.value += step * (QUANTILE_TARGET if x > threshold else QUANTILE_TARGET - 1.0)
+        if self.value < 0.0:
+            self.value = 0.0
+
+
+class _Tracked:
+    __slots__ = ("due", "model_key", "polls", "seq")
+
+    def __init__(self, model_key: str) -> None:
+        self.model_key = model_key
+        self.polls = 0
+        self.seq = 0
+        self.due = 0.0
+
+
+class PollScheduler:
+    """When to poll each task in flight: one min-heap of next-poll times.
+
+    ``add`` schedules the first poll; ``pop_due(now)`` hands out the task ids whose time has
+    come (they stay tracked but unscheduled until ``reschedule`` or ``remove``);
+    ``reschedule(task_id, now)`` after a non-terminal answer; ``remove`` at a terminal one;
+    ``observe(model_key, seconds)`` teaches the first-poll estimate: pass the task's own
+    duration (``updated_at - created_at`` of a finished task) rather than the time it was
+    noticed, which is biased upward by the polling itself.
+    """
+
+    def __init__(
+        self,
+        *,
+        first: tuple[float, float] = DEFAULT_POLL_FIRST,
+        interval: tuple[float, float] = DEFAULT_POLL_INTERVAL,
+        first_min: float = DEFAULT_FIRST_MIN,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.first = (min(first), max(first))
+        self.interval = (min(interval), max(interval))
+        self.first_min = min(first_min, self.interval[1])
+        self._rng = rng or random.Random()
+        self._heap: list[tuple[float, int, str]] = []
+        self._tasks: dict[str, _Tracked] = {}
+        self._estimates: dict[str, _Estimate] = {}
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._tasks
+
+    def first_delay(self, model_key: str) -> float:
+        """Seconds after submit of a task's first poll (with jitter)."""
+        est = self._estimates.get(model_key)
+        if est is None:
+            return self._rng.uniform(*self.first)
+        delay = est.value * (1.0 + self._rng.uniform(-FIRST_JITTER, FIRST_JITTER))
+        return min(max(delay, self.first_min), self.interval[1])
+
+    def estimate(self, model_key: str) -> float | None:
+        """The current seconds-to-done estimate for ``model_key`` (None: nothing observed)."""
+        est = self._estimates.get(model_key)
+        return None if est is None else est.value
+
+    def add(self, task_id: str, model_key: str, submitted_at: float) -> float:
+        """Track a task submitted at ``submitted_at``; returns the time of its first poll."""
+        tracked = self._tasks.get(task_id)
+        if tracked is None:
+            tracked = self._tasks[task_id] = _Tracked(model_key)
+        tracked.model_key = model_key
+        tracked.polls = 0
+        due = submitted_at + self.first_delay(model_key)
+        self._push(task_id, tracked, due)
+        return due
+
+    def reschedule(self, task_id: str, now: float) -> float | None:
+        """Schedule the next poll of a polled, still running task; returns its time."""
+        tracked = self._tasks.get(task_id)
+        if tracked is None:
+            return None
+        tracked.polls += 1
+        low, high = self.interval
+        base = min(high, low * POLL_BACKOFF ** max(0, tracked.polls - 1))
+        delay = min(high, self._rng.uniform(base, base + (high - low) * 0.25 + 1e-9))
+        due = now + max(low, delay)
+        self._push(task_id, tracked, due)
+        return due
+
+    def remove(self, task_id: str) -> None:
+        """Forget a task (terminal, or given up); its heap entry is dropped lazily."""
+        self._tasks.pop(task_id, None)
+
+    def observe(self, model_key: str, seconds_to_done: float, *, exact: bool = False) -> None:
+        """Record how long a task of ``model_key`` took from submit to a terminal status.
+
+        By default ``seconds_to_done`` is taken as the time the task was *noticed* done (at a
+        poll), which is never below its first poll: a value no later than the first poll would
+        have been counts as "done by the first poll", i.e. below the estimate, or else the
+        estimate could only ratchet upward. At equilibrium about ``QUANTILE_TARGET`` of the tasks
+        are done by their first poll. ``exact=True``: the task's real duration (e.g.
+        :attr:`batchgen.client.Task.seconds_to_done`, server clock), used as is.
+        """
+        if seconds_to_done < 0 or math.isnan(seconds_to_done):
+            return
+        est = self._estimates.get(model_key)
+        if est is None:
+            est = self._estimates[model_key] = _Estimate()
+        below_at = None
+        if not exact:
+            below_at = max(est.value * (1.0 + FIRST_JITTER), self.first_min) + FIRST_SLACK
+        est.update(seconds_to_done, below_at)
+
+    def next_due(self) -> float | None:
+        """The earliest scheduled poll time, or None when nothing is scheduled."""
+        heap = self._heap
+        while heap:
+            due, seq, task_id = heap[0]
+            tracked = self._tasks.get(task_id)
+            if tracked is not None and tracked.seq == seq:
+                return due
+            heapq.heappop(heap)
+        return None
+
+    def pop_due(self, now: float, limit: int | None = None) -> list[str]:
+        """Task ids whose poll time is ``<= now``, earliest first (at most ``limit``)."""
+        heap = self._heap
+        out: list[str] = []
+        while heap and heap[0][0] <= now:
+            if limit is not None and len(out) >= limit:
+                break
+            _due, seq, task_id = heapq.heappop(heap)
+            tracked = self._tasks.get(task_id)
+            if tracked is not None and tracked.seq == seq:
+                tracked.seq = 0  # unscheduled until rescheduled
+                out.append(task_id)
+        return out
+
+    def _push(self, task_id: str, tracked: _Tracked, due: float) -> None:
+        self._seq += 1
+        tracked.seq = self._seq
+        tracked.due = due
+        heapq.heappush(self._heap, (due, self._seq, task_id))
