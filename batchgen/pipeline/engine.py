@@ -61,6 +61,10 @@ class CreditGovernor:
         self.charged += charged
         self._changed.set()
 
+    def wake(self) -> None:
+        """Wake a waiting reserve (the run is stopping)."""
+        self._changed.set()
+
 
 @dataclass(slots=True)
 class Tracked:
@@ -109,6 +113,8 @@ class Engine:
         self.stop_error: BaseException | None = None
         self.aborted = False
         self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()  # set when submissions stop
+        self._aborted = asyncio.Event()  # set when everything stops
         self._submitting = True
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -120,13 +126,38 @@ class Engine:
             self.stop_reason = reason
             self.stop_error = error
             self.emit("stop", reason=reason, error_code=getattr(error, "code", None))
+        self._stopped.set()
+        self.governor.wake()
         self._wake.set()
 
     def abort(self, reason: str) -> None:
         """Stop everything now (signal): the journal already holds every state."""
         self.stop(reason)
         self.aborted = True
+        self._aborted.set()
         self._wake.set()
+
+    async def _acquire_window(self, cancel: asyncio.Event) -> bool:
+        """Take a window slot, unless ``cancel`` is set first (then False, nothing held)."""
+        if cancel.is_set():
+            return False
+        if not self.window.locked():
+            await self.window.acquire()
+            return True
+        acquire = asyncio.ensure_future(self.window.acquire())
+        cancelled = asyncio.ensure_future(cancel.wait())
+        await asyncio.wait({acquire, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+        cancelled.cancel()
+        if not acquire.done():
+            acquire.cancel()
+            try:
+                await acquire
+            except asyncio.CancelledError:
+                return False
+        if cancel.is_set():
+            self.window.release()
+            return False
+        return True
 
     @property
     def submitting(self) -> bool:
@@ -143,21 +174,22 @@ class Engine:
         poller = asyncio.create_task(self._poll_loop())
         try:
             for row in resume:
-                if self.aborted:
+                if not await self._acquire_window(self._aborted):
                     break
-                await self.window.acquire()
                 self.governor.inflight += int(row["cost"])
                 now = self.clock()
                 self._track(row["task_id"], row["key"], row["model"], int(row["cost"]), now, first_poll_now=True)
             for row in submit:
-                if not self.submitting:
-                    break
-                await self.window.acquire()
-                if not self.submitting:
-                    self.window.release()
+                if not await self._acquire_window(self._stopped):
                     break
                 cost = int(row["cost"])
-                if not await self.governor.reserve(cost):
+                fits = await self.governor.reserve(cost)
+                if not self.submitting:
+                    if fits:
+                        self.governor.settle(cost, 0)
+                    self.window.release()
+                    break
+                if not fits:
                     self.window.release()
                     self.journal.update_row(
                         row["key"],
@@ -346,6 +378,13 @@ class Engine:
         else:
             self.scheduler.reschedule(task_id, now)
 
+    def _observe(self, model: str, task: Task, noticed: float) -> None:
+        exact = task.seconds_to_done
+        if exact is not None:
+            self.scheduler.observe(model, exact, exact=True)
+        else:
+            self.scheduler.observe(model, noticed)
+
     def _finish(self, task: Task) -> None:
         t = self.tracked.get(task.id)
         if t is None:
@@ -366,7 +405,7 @@ class Engine:
                 "error_message": None,
             }
             self.journal.update_row(t.key, **fields)
-            self.scheduler.observe(t.model, seconds)
+            self._observe(t.model, task, seconds)
             self._untrack(task.id, task.final_credits)
             self.emit("succeeded", key=t.key, task_id=task.id, credits=task.final_credits)
             if self.on_success is not None:
@@ -398,6 +437,6 @@ class Engine:
             duration_s=round(seconds, 3),
             generated_run=self.run_id,
         )
-        self.scheduler.observe(t.model, seconds)
+        self._observe(t.model, task, seconds)
         self._untrack(task.id, task.final_credits)
         self.emit("failed", key=t.key, task_id=task.id, error_code=code, message=task.error_message)
