@@ -13,14 +13,26 @@ default, meaning); README.md and ``--help`` are generated from it, and checked a
 from __future__ import annotations
 
 import difflib
-import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
+from batchgen.coerce import (
+    Value,
+    as_bool,
+    as_choice,
+    as_float,
+    as_int,
+    as_range,
+    as_str,
+    as_str_list,
+    expand_path,
+    suggest,
+)
 from batchgen.errors import UsageError
+from batchgen.settings_doc import DOC_BY_FIELD, JOB_KEYS
 
 if TYPE_CHECKING:
     from batchgen.catalog import Catalog
@@ -93,101 +105,13 @@ class Settings:
     def where(self, name: str) -> str:
         """Name the flag, environment variable or job-file key that set field ``name``."""
         source = self.sources.get(name)
-        doc = _DOC_BY_FIELD.get(name)
+        doc = DOC_BY_FIELD.get(name)
         if source and source != "default":
             return source
         if doc is not None:
             return " / ".join(x for x in (doc.flag, doc.job_key) if x) or name
         return name
 
-
-class SettingDoc(NamedTuple):
-    """One row of :data:`SETTINGS_DOC`."""
-
-    field: str
-    flag: str | None
-    env: str | None
-    job_key: str | None
-    default: str
-    meaning: str
-
-
-# One line per setting: field | flag | environment | job-file key | default | meaning.
-# "+" derives the flag (--field-name) or variable (BATCHGEN_FIELD_NAME); "-" means none.
-_DOC_TABLE = """
-job_id                 | +      | + | job.id                    | job file stem | Job name; part of every idempotency key.
-manifest               | +      | + | manifest.path             | (required) | Manifest file: CSV, Parquet or JSONL.
-manifest_format        | +      | + | manifest.format           | by suffix | csv, parquet or jsonl.
-id_column              | +      | + | manifest.id_column        | id | Column holding each row's unique key.
-model_column           | +      | + | manifest.model_column     | none | Per-row model column (blank cell = model).
-prompt_column          | +      | + | manifest.prompt_column    | prompt | Prompt column, used when there is no template.
-reference_column       | +      | + | manifest.reference_column | none | Reference file column: path (relative to the manifest) or URL.
-passthrough            | +      | + | manifest.passthrough      | none | Columns copied to the output table (comma-separated on the command line).
-param_columns          | -      | - | manifest.param_columns    | column named like the key | Param key -> column holding per-row values.
-batch_size             | +      | + | manifest.batch_size       | 5000 | Rows read from the manifest at a time.
-model                  | +      | + | generation.model          | none | Default model id for rows without one.
-template               | +      | + | generation.template       | none | Prompt template with {column} placeholders ({{ and }} for braces).
-params                 | --param KEY=VALUE | - | generation.params | none | Default params for every row whose model has the key.
-params_by_model        | -      | - | generation.params_by_model.<model> | none | Default params for one model (override generation.params).
-output                 | +      | + | output.path               | out/<job id>/results.csv | Results table (.csv or .parquet).
-journal                | +      | + | output.journal            | <output dir>/<job id>.journal.sqlite | SQLite journal (the run's state).
-download_dir           | +      | + | output.download_dir       | none | Download result images into this folder.
-max_tasks_in_flight    | +      | + | run.max_tasks_in_flight   | 256 | Tasks submitted and not yet finished, at most.
-max_requests_in_flight | +      | + | run.max_requests_in_flight | 32 | HTTP requests at once, at most.
-upload_concurrency     | +      | + | run.upload_concurrency    | 8 | Reference uploads at once, at most.
-download_concurrency   | +      | + | run.download_concurrency  | 8 | Result downloads at once, at most.
-rate                   | +      | + | run.rate                  | 0 (discover) | Ceiling on requests per second.
-poll_first             | +      | + | run.poll_first            | 2.0,3.0 | First poll after submit, seconds (min,max).
-poll_interval          | +      | + | run.poll_interval         | 5.0,10.0 | Later polls, seconds (min,max).
-task_timeout           | +      | + | run.task_timeout          | 900 | Seconds before a task counts as timed out.
-max_credits            | +      | + | run.max_credits           | 0 (no cap) | Stop submitting past this many credits.
-allow_partial          | +      | + | run.allow_partial         | false | Start even if the balance or the cap cannot cover every row.
-retry_failed           | +      | + | -                         | false | Resubmit rows that failed before (costs credits).
-dry_run                | +      | + | -                         | false | Validate and estimate only; send nothing.
-base_url               | +      | BATCHGEN_BASE_URL, RIVYA_BASE_URL | api.base_url | https://rivya.ai | API base URL.
-api_key                | -      | RIVYA_API_KEY | -             | none | API key (rvya_sk_...); never shown in logs or output.
-api_key_file           | +      | RIVYA_API_KEY_FILE, BATCHGEN_API_KEY_FILE | api.api_key_file | none | File holding the API key (used when RIVYA_API_KEY is unset).
-simulate               | +      | + | -                         | false | Run against an in-process simulator.
-progress               | +      | + | -                         | auto | auto, bar, lines or none.
-quiet                  | +      | + | -                         | false | Only errors on stderr.
-log_format             | +      | + | -                         | human | human or json.
-status_interval        | +      | + | run.status_interval       | 30 | Seconds between status lines.
-"""  # noqa: E501
-
-
-def _parse_doc_table(table: str) -> tuple[SettingDoc, ...]:
-    rows = []
-    for line in table.strip().splitlines():
-        name, flag, env, job_key, default, meaning = (c.strip() for c in line.split("|"))
-        if flag == "+":
-            flag = "--" + name.replace("_", "-")
-        if env == "+":
-            env = "BATCHGEN_" + name.upper()
-        rows.append(
-            SettingDoc(
-                name,
-                None if flag == "-" else flag,
-                None if env == "-" else env,
-                None if job_key == "-" else job_key,
-                default,
-                meaning,
-            )
-        )
-    return tuple(rows)
-
-
-SETTINGS_DOC: tuple[SettingDoc, ...] = _parse_doc_table(_DOC_TABLE)
-"""Every setting: field, flag, environment variable(s), job-file key, default, meaning."""
-
-_DOC_BY_FIELD = {d.field: d for d in SETTINGS_DOC}
-
-# Job-file layout: section -> key -> Settings field ("api_key_file" is not a field).
-JOB_KEYS: dict[str, dict[str, str]] = {}
-for _d in SETTINGS_DOC:
-    if _d.job_key and not _d.job_key.endswith("<model>"):
-        _section, _key = _d.job_key.split(".", 1)
-        JOB_KEYS.setdefault(_section, {})[_key] = _d.field
-JOB_KEYS["generation"]["params_by_model"] = "params_by_model"
 
 _INT_MIN = {
     "batch_size": 1,
@@ -214,14 +138,6 @@ _FIELD_NAMES = (
     "passthrough",
 )  # fmt: skip
 _FLAG_NAMES = frozenset({*_FIELD_NAMES, "api_key", "api_key_file"})
-_TRUE = {"1", "true", "yes", "on", "y"}
-_FALSE = {"0", "false", "no", "off", "n", ""}
-
-
-class _Value(NamedTuple):
-    value: Any
-    where: str  # "--flag", "ENV_VAR", "file.toml: section.key" or "default"
-    base: Path | None  # folder relative paths are resolved against (None for defaults)
 
 
 def resolve_settings(
@@ -247,21 +163,21 @@ def resolve_settings(
         catalog = Catalog.default()
     cwd = Path.cwd() if cwd is None else cwd
     home = environ.get("HOME")
-    job_path = _expand(Path(job_file), cwd, home) if job_file is not None else None
+    job_path = expand_path(Path(job_file), cwd, home) if job_file is not None else None
     job = _load_job_file(job_path, str(job_file)) if job_path is not None else {}
     job_dir = job_path.parent if job_path is not None else cwd
 
-    def pick(name: str, default: Any) -> _Value:
+    def pick(name: str, default: Any) -> Value:
         given = flags.get(name)
         if given is not None:
-            return _Value(given, "--" + name.replace("_", "-"), cwd)
-        doc = _DOC_BY_FIELD[name]
+            return Value(given, "--" + name.replace("_", "-"), cwd)
+        doc = DOC_BY_FIELD[name]
         for var in (doc.env or "").split(", "):
             if var and environ.get(var, "") != "":
-                return _Value(environ[var], var, cwd)
+                return Value(environ[var], var, cwd)
         if name in job:
-            return _Value(job[name][0], f"{job_file}: {job[name][1]}", job_dir)
-        return _Value(default, "default", None)
+            return Value(job[name][0], f"{job_file}: {job[name][1]}", job_dir)
+        return Value(default, "default", None)
 
     sources: dict[str, str] = {}
     out: dict[str, Any] = {}
@@ -272,12 +188,12 @@ def resolve_settings(
 
     for name, minimum in _INT_MIN.items():
         v = pick(name, _DEFAULT_INTS[name])
-        put(name, _as_int(v, minimum), v.where)
+        put(name, as_int(v, minimum), v.where)
     if out["max_credits"] == 0:
         out["max_credits"] = None
     for name in _FLOATS:
         v = pick(name, _DEFAULT_FLOATS[name])
-        number = _as_float(v)
+        number = as_float(v)
         if name != "rate" and number == 0:
             raise UsageError(f"{name} must be more than 0", v.where, "give a positive number")
         put(name, number, v.where)
@@ -285,18 +201,18 @@ def resolve_settings(
         out["rate"] = None
     for name in _RANGES:
         v = pick(name, _DEFAULT_RANGES[name])
-        put(name, _as_range(v), v.where)
+        put(name, as_range(v), v.where)
     for name in _BOOLS:
         v = pick(name, False)
-        put(name, _as_bool(v), v.where)
+        put(name, as_bool(v), v.where)
     for name in (*_STRS, *_OPTIONAL_STRS):
         v = pick(name, _DEFAULT_STRS.get(name))
-        text = _as_str(v, optional=name in _OPTIONAL_STRS)
+        text = as_str(v, optional=name in _OPTIONAL_STRS)
         if name in _CHOICES and text is not None:
-            text = _as_choice(text.lower(), _CHOICES[name], v.where)
+            text = as_choice(text.lower(), _CHOICES[name], v.where)
         put(name, text, v.where)
     v = pick("passthrough", ())
-    put("passthrough", _as_str_list(v), v.where)
+    put("passthrough", as_str_list(v), v.where)
 
     paths: dict[str, Path | None] = {}
     for name in _PATHS:
@@ -307,7 +223,7 @@ def resolve_settings(
             raise UsageError(f"{name} must be a path", v.where, "give a file path as a string")
         else:
             assert v.base is not None
-            paths[name] = _expand(Path(v.value), v.base, home)
+            paths[name] = expand_path(Path(v.value), v.base, home)
         sources[name] = v.where
 
     manifest = paths["manifest"]
@@ -426,7 +342,7 @@ def _load_job_file(path: Path, shown: str) -> dict[str, tuple[Any, str]]:
             raise UsageError(
                 f"unknown section [{section}] in job file",
                 shown,
-                _suggest(section, JOB_KEYS, "sections are"),
+                suggest(section, JOB_KEYS, "sections are"),
             )
         if not isinstance(table, dict):
             raise UsageError(
@@ -437,132 +353,11 @@ def _load_job_file(path: Path, shown: str) -> dict[str, tuple[Any, str]]:
                 raise UsageError(
                     f"unknown key {section}.{key} in job file",
                     f"{shown}: {section}.{key}",
-                    _suggest(key, JOB_KEYS[section], f"keys of [{section}] are"),
+                    suggest(key, JOB_KEYS[section], f"keys of [{section}] are"),
                 )
             name = JOB_KEYS[section][key]
             flat[name] = (value, f"{section}.{key}")
     return flat
-
-
-def _suggest(word: str, choices: Mapping[str, Any] | list[str], label: str) -> str:
-    names = sorted(choices)
-    close = difflib.get_close_matches(word, names, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"{hint}{label}: {', '.join(names)}"
-
-
-# --------------------------------------------------------------------------- coercions
-
-
-def _as_int(v: _Value, minimum: int) -> int:
-    value = v.value
-    if isinstance(value, bool):
-        raise UsageError(f"expected a whole number, got {value!r}", v.where, "give e.g. 8")
-    if isinstance(value, str):
-        try:
-            value = int(value.strip().replace("_", ""))
-        except ValueError:
-            raise UsageError(
-                f"expected a whole number, got {v.value!r}", v.where, "give e.g. 8"
-            ) from None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int):
-        raise UsageError(f"expected a whole number, got {v.value!r}", v.where, "give e.g. 8")
-    if value < minimum:
-        raise UsageError(
-            f"must be at least {minimum}, got {value}", v.where, f"give a number >= {minimum}"
-        )
-    return value
-
-
-def _as_float(v: _Value, *, what: Any = None) -> float:
-    value = v.value if what is None else what
-    if isinstance(value, bool):
-        raise UsageError(f"expected a number, got {value!r}", v.where, "give e.g. 2.5")
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise UsageError(
-                f"expected a number, got {value!r}", v.where, "give e.g. 2.5"
-            ) from None
-    if not isinstance(value, int | float) or not math.isfinite(value):
-        raise UsageError(f"expected a number, got {value!r}", v.where, "give e.g. 2.5")
-    if value < 0:
-        raise UsageError(f"must not be negative, got {value}", v.where, "give a number >= 0")
-    return float(value)
-
-
-def _as_range(v: _Value) -> tuple[float, float]:
-    value = v.value
-    if isinstance(value, str):
-        value = [part for part in value.replace(" ", "").split(",")]
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        raise UsageError(
-            f"expected two numbers [min, max], got {v.value!r}",
-            v.where,
-            "give e.g. [5.0, 10.0] in a job file or 5,10 on the command line",
-        )
-    low, high = (_as_float(v, what=x) for x in value)
-    if low > high:
-        raise UsageError(
-            f"min {low:g} is more than max {high:g}", v.where, "give [min, max] with min <= max"
-        )
-    if high == 0:
-        raise UsageError("poll delays must not both be 0", v.where, "give e.g. [5.0, 10.0]")
-    return (low, high)
-
-
-def _as_bool(v: _Value) -> bool:
-    if isinstance(v.value, bool):
-        return v.value
-    if isinstance(v.value, str) and v.value.strip().lower() in _TRUE | _FALSE:
-        return v.value.strip().lower() in _TRUE
-    raise UsageError(f"expected true or false, got {v.value!r}", v.where, "give true or false")
-
-
-def _as_str(v: _Value, *, optional: bool) -> str | None:
-    if v.value is None:
-        return None
-    if not isinstance(v.value, str):
-        raise UsageError(f"expected text, got {v.value!r}", v.where, "quote the value")
-    if optional and not v.value.strip():
-        return None
-    return v.value
-
-
-def _as_choice(text: str, choices: tuple[str, ...], where: str) -> str:
-    if text.strip() in choices:
-        return text.strip()
-    close = difflib.get_close_matches(text, choices, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    raise UsageError(f"unknown value {text!r}", where, f"{hint}choose one of {', '.join(choices)}")
-
-
-def _as_str_list(v: _Value) -> tuple[str, ...]:
-    value = v.value
-    if isinstance(value, str):
-        value = [x.strip() for x in value.split(",") if x.strip()]
-    if not isinstance(value, list | tuple) or not all(isinstance(x, str) for x in value):
-        raise UsageError(
-            f"expected a list of column names, got {v.value!r}",
-            v.where,
-            'give e.g. ["title", "category"]',
-        )
-    return tuple(value)
-
-
-def _expand(path: Path, base: Path, home: str | None) -> Path:
-    text = str(path)
-    if text == "~" or text.startswith("~/"):
-        path = Path(home) / text[2:] if home else path.expanduser()
-    elif text.startswith("~"):
-        path = path.expanduser()
-    return path if path.is_absolute() else base / path
-
-
-# --------------------------------------------------------------------------- params
 
 
 def _resolve_params(
@@ -590,7 +385,7 @@ def _resolve_params(
             raise UsageError(
                 f"no model in the catalog has a param {key!r}",
                 where,
-                _suggest(key, all_keys, "known params are"),
+                suggest(key, all_keys, "known params are"),
             )
         _check_param_value(value, where)
 
@@ -611,7 +406,7 @@ def _resolve_params(
                     raise UsageError(
                         f"model {model_id!r} has no param {key!r}",
                         f"{here}.{key}",
-                        _suggest(key, known, f"params of {model_id} are"),
+                        suggest(key, known, f"params of {model_id} are"),
                     )
                 _check_param_value(value, f"{here}.{key}")
 
@@ -625,7 +420,7 @@ def _resolve_params(
             raise UsageError(
                 f"no model in the catalog has a param {key!r}",
                 where,
-                _suggest(key, all_keys, "known params are"),
+                suggest(key, all_keys, "known params are"),
             )
         if not isinstance(column, str) or not column.strip():
             raise UsageError(f"expected a column name, got {column!r}", where, "quote it")
@@ -684,14 +479,14 @@ def _resolve_api_key(
     if flags.get("api_key"):
         return _wrap_key(str(flags["api_key"]), "--api-key"), "--api-key"
     if flags.get("api_key_file") is not None:
-        path = _expand(Path(flags["api_key_file"]), cwd, home)
+        path = expand_path(Path(flags["api_key_file"]), cwd, home)
         where = f"--api-key-file {flags['api_key_file']}"
         return _wrap_key(_read_key_file(path, where), where), where
     if environ.get("RIVYA_API_KEY", "").strip():
         return _wrap_key(environ["RIVYA_API_KEY"], "RIVYA_API_KEY"), "RIVYA_API_KEY"
     for var in ("RIVYA_API_KEY_FILE", "BATCHGEN_API_KEY_FILE"):
         if environ.get(var, "").strip():
-            path = _expand(Path(environ[var]), cwd, home)
+            path = expand_path(Path(environ[var]), cwd, home)
             where = f"{var} ({environ[var]})"
             return _wrap_key(_read_key_file(path, where), where), where
     if "api_key_file" in job:
@@ -699,7 +494,7 @@ def _resolve_api_key(
         where = f"{shown}: {key}"
         if not isinstance(value, str) or not value.strip():
             raise UsageError("expected a file path", where, "quote the path")
-        path = _expand(Path(value), job_dir, home)
+        path = expand_path(Path(value), job_dir, home)
         return _wrap_key(_read_key_file(path, where), where), where
     return None, NO_KEY_SOURCE
 

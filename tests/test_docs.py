@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchgen.cli import main
-from batchgen.config import SETTINGS_DOC
+from batchgen.settings_doc import SETTINGS_DOC
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 COMMANDS = sorted(main.commands)
@@ -31,7 +31,13 @@ def test_every_command_help_has_a_summary_and_an_example(name: str) -> None:
 
 def test_every_run_flag_is_in_the_readme() -> None:
     run = main.commands["run"]
-    flags = {opt for p in run.params if isinstance(p, click.Option) for opt in p.opts if opt.startswith("--")}
+    flags = {
+        opt
+        for p in run.params
+        if isinstance(p, click.Option)
+        for opt in p.opts
+        if opt.startswith("--")
+    }
     missing = sorted(f for f in flags if f not in README and f != "--help")
     assert not missing
 
