@@ -66,7 +66,9 @@ class ApiError(BatchgenError):
         self.request_id = request_id
         self.retry_after = retry_after
         self.headers = dict(headers or {})
-        super().__init__(f"{code} (HTTP {status}): {message}" + (f" [{request_id}]" if request_id else ""))
+        super().__init__(
+            f"{code} (HTTP {status}): {message}" + (f" [{request_id}]" if request_id else "")
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:  # keep picklable across processes
         return (

@@ -83,10 +83,14 @@ class _RowWriter:
     def __init__(self, path: Path) -> None:
         suffix = path.suffix.lower()
         if suffix not in (".csv", ".parquet", ".pq"):
-            raise UsageError("unsupported --out format", str(path), "use a .csv or .parquet file name")
+            raise UsageError(
+                "unsupported --out format", str(path), "use a .csv or .parquet file name"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         self.writer: Any = (
-            pacsv.CSVWriter(str(path), ROW_SCHEMA) if suffix == ".csv" else pq.ParquetWriter(str(path), ROW_SCHEMA)
+            pacsv.CSVWriter(str(path), ROW_SCHEMA)
+            if suffix == ".csv"
+            else pq.ParquetWriter(str(path), ROW_SCHEMA)
         )
 
     def write(self, plans: list[P.RowPlan]) -> None:
@@ -104,7 +108,9 @@ class _RowWriter:
         self.writer.close()
 
 
-def estimate(settings: Settings, *, out: Path | None = None, catalog: Catalog | None = None) -> Estimate:
+def estimate(
+    settings: Settings, *, out: Path | None = None, catalog: Catalog | None = None
+) -> Estimate:
     """Plan the job offline and price it (no network here; see :func:`fetch_balance`)."""
     catalog = catalog or Catalog.default()
     journal = J.Journal(settings.journal, readonly=True) if settings.journal.exists() else None
@@ -130,7 +136,11 @@ def estimate(settings: Settings, *, out: Path | None = None, catalog: Catalog | 
         scan = scan_manifest(settings, catalog, journal, 0, on_plans=on_plans, record=False)
         cached = len(journal.cached_upload_shas(refs)) if journal is not None and refs else 0
         history = journal.durations(2000) if journal is not None else []
-        rates = [(r["summary"] or {}).get("request_rate") for r in journal.last_runs(10)] if journal is not None else []
+        rates = (
+            [(r["summary"] or {}).get("request_rate") for r in journal.last_runs(10)]
+            if journal is not None
+            else []
+        )
     finally:
         if writer is not None:
             writer.close()
@@ -152,7 +162,11 @@ def estimate(settings: Settings, *, out: Path | None = None, catalog: Catalog | 
     est.invalid_examples = scan.invalid_messages
     seen_rates = [r for r in rates if r]
     est.duration_seconds, est.duration_basis = duration_range(
-        scan.actions[P.SUBMIT], len(refs) - cached + len(remote), [s for _, s in history], seen_rates, settings.rate
+        scan.actions[P.SUBMIT],
+        len(refs) - cached + len(remote),
+        [s for _, s in history],
+        seen_rates,
+        settings.rate,
     )
     return est
 
@@ -204,8 +218,16 @@ def judge(est: Estimate) -> int:
         est.verdict = "NOT affordable: " + "; ".join(problems)
         return EXIT_STOPPED
     if est.balance is None:
-        basis = "no API key: balance not checked" if est.balance_error is None else f"balance not checked ({est.balance_error})"
-        est.verdict = f"affordable within the cap ({basis})" if est.max_credits is not None else f"cost known ({basis})"
+        basis = (
+            "no API key: balance not checked"
+            if est.balance_error is None
+            else f"balance not checked ({est.balance_error})"
+        )
+        est.verdict = (
+            f"affordable within the cap ({basis})"
+            if est.max_credits is not None
+            else f"cost known ({basis})"
+        )
     else:
         est.verdict = f"affordable: balance {est.balance} covers {est.credits}"
     if invalid:

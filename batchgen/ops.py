@@ -58,7 +58,18 @@ def job_status(settings: Settings) -> dict[str, Any]:
             "errors": {},
             "uploads_cached": journal.db.execute("SELECT COUNT(*) FROM uploads").fetchone()[0],
             "runs": [
-                {k: r[k] for k in ("id", "mode", "started_at", "finished_at", "outcome", "exit_code", "pid")}
+                {
+                    k: r[k]
+                    for k in (
+                        "id",
+                        "mode",
+                        "started_at",
+                        "finished_at",
+                        "outcome",
+                        "exit_code",
+                        "pid",
+                    )
+                }
                 for r in runs
             ],
         }
@@ -79,7 +90,10 @@ def format_status(s: dict[str, Any]) -> str:
     lines = [f"job {s['job_id']}  ({s['journal']})"]
     if s["running_pid"]:
         lines.append(f"  running now: pid {s['running_pid']}")
-    lines.append(f"  rows {s['rows']}: " + (", ".join(f"{k} {v}" for k, v in s["by_status"].items()) or "none"))
+    lines.append(
+        f"  rows {s['rows']}: "
+        + (", ".join(f"{k} {v}" for k, v in s["by_status"].items()) or "none")
+    )
     lines.append(f"  credits: reserved {s['credits_reserved']}, charged {s['credits_charged']}")
     if s["errors"]:
         lines.append("  errors: " + ", ".join(f"{k} {v}" for k, v in s["errors"].items()))
@@ -94,4 +108,6 @@ def format_status(s: dict[str, Any]) -> str:
 def export(settings: Settings, out: Path) -> int:
     """Write the output table from the journal to ``out``; return the number of rows."""
     with open_journal(settings) as journal:
-        return write_output(journal, out, id_column=settings.id_column, passthrough=settings.passthrough)
+        return write_output(
+            journal, out, id_column=settings.id_column, passthrough=settings.passthrough
+        )

@@ -57,48 +57,56 @@ def _generated(row: sqlite3.Row, run_id: int | None) -> str:
     return "this_run" if run_id is not None and gen == run_id else "kept"
 
 
-def _records(journal: J.Journal, scan: int, current_run: int | None) -> Iterator[tuple[int, dict[str, Any]]]:
+def _records(
+    journal: J.Journal, scan: int, current_run: int | None
+) -> Iterator[tuple[int, dict[str, Any]]]:
     for r in journal.iter_scan(scan):
-        yield r["row_index"], {
-            "row_number": r["row_number"],
-            "key": r["key"],
-            "model": r["model"],
-            "status": r["state"],
-            "generated": _generated(r, current_run),
-            "task_id": r["task_id"],
-            "primary_url": r["primary_url"],
-            "urls": " ".join(json.loads(r["urls"])) if r["urls"] else None,
-            "reserved_credits": r["reserved_credits"],
-            "final_credits": r["final_credits"],
-            "error_code": r["error_code"],
-            "error_field": r["error_field"],
-            "error_message": r["error_message"],
-            "request_id": r["request_id"],
-            "attempts": r["attempts"],
-            "submitted_at": r["submitted_at"],
-            "finished_at": r["finished_at"],
-            "download_path": r["download_path"],
-            "download_bytes": r["download_bytes"],
-            "download_sha256": r["download_sha256"],
-            "download_error": r["download_error"],
-            "_passthrough": r["passthrough"],
-        }
+        yield (
+            r["row_index"],
+            {
+                "row_number": r["row_number"],
+                "key": r["key"],
+                "model": r["model"],
+                "status": r["state"],
+                "generated": _generated(r, current_run),
+                "task_id": r["task_id"],
+                "primary_url": r["primary_url"],
+                "urls": " ".join(json.loads(r["urls"])) if r["urls"] else None,
+                "reserved_credits": r["reserved_credits"],
+                "final_credits": r["final_credits"],
+                "error_code": r["error_code"],
+                "error_field": r["error_field"],
+                "error_message": r["error_message"],
+                "request_id": r["request_id"],
+                "attempts": r["attempts"],
+                "submitted_at": r["submitted_at"],
+                "finished_at": r["finished_at"],
+                "download_path": r["download_path"],
+                "download_bytes": r["download_bytes"],
+                "download_sha256": r["download_sha256"],
+                "download_error": r["download_error"],
+                "_passthrough": r["passthrough"],
+            },
+        )
 
 
 def _extra(journal: J.Journal, scan: int) -> Iterator[tuple[int, dict[str, Any]]]:
     for r in journal.iter_extra(scan):
-        yield r["row_index"], {
-            "row_number": r["row_number"],
-            "key": r["key"],
-            "status": J.INVALID,
-            "error_code": r["error_code"],
-            "error_field": r["error_field"],
-            "error_message": r["error_message"],
-            "reserved_credits": 0,
-            "final_credits": 0,
-            "attempts": 0,
-            "_passthrough": r["passthrough"],
-        }
+        yield (
+            r["row_index"],
+            {
+                "row_number": r["row_number"],
+                "key": r["key"],
+                "status": J.INVALID,
+                "error_code": r["error_code"],
+                "error_field": r["error_field"],
+                "error_message": r["error_message"],
+                "reserved_credits": 0,
+                "final_credits": 0,
+                "attempts": 0,
+                "_passthrough": r["passthrough"],
+            },
+        )
 
 
 def iter_output(journal: J.Journal, *, current_run: int | None = None) -> Iterator[dict[str, Any]]:
@@ -106,7 +114,9 @@ def iter_output(journal: J.Journal, *, current_run: int | None = None) -> Iterat
     scan = journal.last_scan_run()
     if scan is None:
         return
-    merged = heapq.merge(_records(journal, scan, current_run), _extra(journal, scan), key=lambda t: t[0])
+    merged = heapq.merge(
+        _records(journal, scan, current_run), _extra(journal, scan), key=lambda t: t[0]
+    )
     for _, rec in merged:
         yield rec
 

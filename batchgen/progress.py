@@ -57,7 +57,9 @@ class Reporter:
             if uploads:
                 self._bars["uploaded"] = tqdm(total=uploads, desc="uploads  ", unit="file", **opts)
             self._bars["submitted"] = tqdm(total=to_submit, desc="submitted", unit="row", **opts)
-            self._bars["finished"] = tqdm(total=to_submit + to_resume, desc="finished ", unit="row", **opts)
+            self._bars["finished"] = tqdm(
+                total=to_submit + to_resume, desc="finished ", unit="row", **opts
+            )
 
     def close(self) -> None:
         for bar in self._bars.values():
@@ -78,7 +80,9 @@ class Reporter:
             record.update({k: v for k, v in fields.items() if v is not None})
             self._write(json.dumps(record, ensure_ascii=False, default=str))
         elif event in _LOUD and not self.quiet:
-            text = fields.get("message") or " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+            text = fields.get("message") or " ".join(
+                f"{k}={v}" for k, v in fields.items() if v is not None
+            )
             self._write(f"batchgen: {event.replace('_', ' ')}: {text}")
         self._update_bars(event)
         if self.mode == "lines":
@@ -113,7 +117,12 @@ class Reporter:
         elif event in ("succeeded", "failed", "timed_out", "blocked"):
             bar = self._bars["finished"]
             bar.update(1)
-            bar.set_postfix(ok=self.counts["succeeded"], failed=self.counts["failed"], credits=self.credits, refresh=False)
+            bar.set_postfix(
+                ok=self.counts["succeeded"],
+                failed=self.counts["failed"],
+                credits=self.credits,
+                refresh=False,
+            )
 
     def _write(self, line: str) -> None:
         if self._bars:

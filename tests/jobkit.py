@@ -30,7 +30,9 @@ def toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_job(folder: Path, sections: Mapping[str, Mapping[str, Any]], name: str = "job.toml") -> Path:
+def write_job(
+    folder: Path, sections: Mapping[str, Mapping[str, Any]], name: str = "job.toml"
+) -> Path:
     """Write a job file from {section: {key: value}} (nested dicts become sub-tables)."""
     lines: list[str] = []
 
@@ -49,7 +51,9 @@ def write_job(folder: Path, sections: Mapping[str, Mapping[str, Any]], name: str
     return path
 
 
-def product_rows(n: int, *, start: int = 1, models: Iterable[str] = ("qwen-image", "qwen2-image")) -> list[dict[str, str]]:
+def product_rows(
+    n: int, *, start: int = 1, models: Iterable[str] = ("qwen-image", "qwen2-image")
+) -> list[dict[str, str]]:
     models = list(models)
     return [
         {
@@ -80,7 +84,7 @@ def copy_sample(folder: Path) -> Path:
     """The sample job copied into ``folder`` (so its outputs land there)."""
     shutil.copytree(SAMPLE, folder / "sample")
     text = (REPO / "jobs" / "sample.toml").read_text(encoding="utf-8")
-    text = text.replace("[run]", '[run]\npoll_first = [0.05, 0.1]\npoll_interval = [0.05, 0.2]')
+    text = text.replace("[run]", "[run]\npoll_first = [0.05, 0.1]\npoll_interval = [0.05, 0.2]")
     job = folder / "sample.toml"
     job.write_text(text, encoding="utf-8")
     return job
@@ -105,7 +109,9 @@ def cli_env(srv: Any | None = None) -> dict[str, str]:
     return env
 
 
-def cli(*args: str, srv: Any | None = None, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, srv: Any | None = None, timeout: float = 120, **kw: Any
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m batchgen ARGS`` in a subprocess."""
     return subprocess.run(
         [sys.executable, "-m", "batchgen", *args],

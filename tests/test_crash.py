@@ -16,7 +16,15 @@ from batchgen.sim import SimConfig, SimThread
 
 ROWS = 300
 KILLS = 8
-COMPARED = ["id", "model", "status", "reserved_credits", "final_credits", "error_code", "row_number"]
+COMPARED = [
+    "id",
+    "model",
+    "status",
+    "reserved_credits",
+    "final_credits",
+    "error_code",
+    "row_number",
+]
 
 
 def faulty() -> SimConfig:

@@ -36,7 +36,9 @@ def test_estimate_equals_charged_without_failures(tmp_path: Path) -> None:
 def test_estimate_equals_charged_plus_refunded_with_failures(tmp_path: Path) -> None:
     job = simple_job(tmp_path, product_rows(40))
     _, est = estimate_json(str(job))
-    with SimThread(SimConfig(rate=None, latency=0.05, queue_time=0.0, seed=12, failure_rate=0.25)) as srv:
+    with SimThread(
+        SimConfig(rate=None, latency=0.05, queue_time=0.0, seed=12, failure_rate=0.25)
+    ) as srv:
         cli("run", str(job), "-q", srv=srv)
         book = srv.snapshot()["credits"]["acct_default"]
     assert book["refunded"] > 0

@@ -100,7 +100,9 @@ async def test_governor_never_exceeds_the_cap_including_in_flight(tmp_path: Path
 async def test_insufficient_credits_mid_run_then_resume_after_top_up(tmp_path: Path) -> None:
     rows = product_rows(20, models=["qwen-image"])  # 80 credits
     job = simple_job(tmp_path, rows, max_tasks_in_flight=4)
-    async with SimServer(SimConfig(rate=None, latency=0.1, queue_time=0.0, seed=4, credits=40)) as srv:
+    async with SimServer(
+        SimConfig(rate=None, latency=0.1, queue_time=0.0, seed=4, credits=40)
+    ) as srv:
         first = await run(job, srv, allow_partial=True)
         mid = srv.sim.ledger.snapshot()
         out = read_output(tmp_path / "out" / "results.csv")
@@ -123,7 +125,11 @@ def test_bad_key_stops_at_once_naming_the_variable(tmp_path: Path) -> None:
         env = cli_env(srv)
         env["RIVYA_API_KEY"] = "rvya_sk_wrong"
         proc = subprocess.run(
-            [sys.executable, "-m", "batchgen", "run", str(job)], env=env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "batchgen", "run", str(job)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         ledger = srv.snapshot()
     assert proc.returncode == 3
@@ -157,10 +163,14 @@ def test_sigterm_stops_cleanly_writes_output_and_resumes(tmp_path: Path) -> None
 
 def test_retry_failed_resubmits_only_failed_rows(tmp_path: Path) -> None:
     job = simple_job(tmp_path, product_rows(30))
-    with SimThread(SimConfig(rate=None, latency=0.05, queue_time=0.0, seed=6, failure_rate=0.3)) as srv:
+    with SimThread(
+        SimConfig(rate=None, latency=0.05, queue_time=0.0, seed=6, failure_rate=0.3)
+    ) as srv:
         first = cli("run", str(job), "-q", srv=srv)
         assert first.returncode == 1
-        failed = read_output(tmp_path / "out" / "results.csv").query("status == 'failed'")["id"].tolist()
+        failed = (
+            read_output(tmp_path / "out" / "results.csv").query("status == 'failed'")["id"].tolist()
+        )
         assert failed
         plain = cli("run", str(job), "-q", srv=srv)  # failed rows are kept, not resent
         assert plain.returncode == 1

@@ -44,14 +44,19 @@ async def test_sample_job_end_to_end(tmp_path: Path) -> None:
     valid = out[out["status"] != "invalid"]
     assert (valid["status"] == "succeeded").all()
     assert all(u.startswith(srv.base_url) for u in valid["primary_url"])
-    charged = ledger["credits"]["acct_default"]["charged"] if "acct_default" in ledger["credits"] else sum(
-        b["charged"] for b in ledger["credits"].values()
+    charged = (
+        ledger["credits"]["acct_default"]["charged"]
+        if "acct_default" in ledger["credits"]
+        else sum(b["charged"] for b in ledger["credits"].values())
     )
     assert out["final_credits"].astype(int).sum() == charged == 88
     assert ledger["tasks_created"] == 18
     assert result.exit_code == 1  # two invalid rows
     # passthrough columns come along
-    assert "title" in out.columns and out.loc[out["sku"] == "00102", "title"].item() == "espresso cup, set of 2"
+    assert (
+        "title" in out.columns
+        and out.loc[out["sku"] == "00102", "title"].item() == "espresso cup, set of 2"
+    )
     assert ledger["files_uploaded"] == 4  # four good photos; the broken one never sent
 
 
@@ -155,7 +160,9 @@ def test_sigkill_mid_run_then_rerun_charges_once(tmp_path: Path) -> None:
         ("unknown_key", "max_taks_in_flight"),
     ],
 )
-def test_bad_input_one_clear_line_exit_2_nothing_sent(tmp_path: Path, case: str, expect: str) -> None:
+def test_bad_input_one_clear_line_exit_2_nothing_sent(
+    tmp_path: Path, case: str, expect: str
+) -> None:
     pd.DataFrame(product_rows(3)).to_csv(tmp_path / "manifest.csv", index=False)
     sections: dict[str, dict[str, object]] = {
         "manifest": {"path": "manifest.csv"},

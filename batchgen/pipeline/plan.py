@@ -66,7 +66,9 @@ class RowPlan:
         if self.violations:
             return "; ".join(v.message for v in self.violations)
         return {
-            SUBMIT: "new or changed" if self.previous is None or self.previous["fingerprint"] != self.fingerprint else "not finished",
+            SUBMIT: "new or changed"
+            if self.previous is None or self.previous["fingerprint"] != self.fingerprint
+            else "not finished",
             RESUME: "task in flight: poll it",
             KEEP: "succeeded earlier with the same content",
             KEEP_FAILED: "failed earlier with the same content (use --retry-failed)",
@@ -83,11 +85,19 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def fingerprint(model: str | None, prompt: str | None, params: Mapping[str, Any], ref_identity: str | None) -> str:
+def fingerprint(
+    model: str | None, prompt: str | None, params: Mapping[str, Any], ref_identity: str | None
+) -> str:
     """Content fingerprint: model, prompt, params and the reference's bytes (or URL)."""
     return _sha(
         canonical_json(
-            {"v": FINGERPRINT_VERSION, "model": model, "prompt": prompt, "params": dict(params), "ref": ref_identity}
+            {
+                "v": FINGERPRINT_VERSION,
+                "model": model,
+                "prompt": prompt,
+                "params": dict(params),
+                "ref": ref_identity,
+            }
         )
     )
 
@@ -109,7 +119,10 @@ def request_body(row: Mapping[str, Any], references: Sequence[Mapping[str, Any]]
     params = dict(json.loads(row["params"]))
     if references:
         params["referenceMediaItems"] = [dict(r) for r in references]
-    body: dict[str, Any] = {"model": row["model"], "client_request_id": client_request_id(row["key"])}
+    body: dict[str, Any] = {
+        "model": row["model"],
+        "client_request_id": client_request_id(row["key"]),
+    }
     if row["prompt"] is not None:
         body["prompt"] = row["prompt"]
     if params:
@@ -132,14 +145,20 @@ class ReferenceChecker:
         if is_url(cell):
             return RefCheck(cell, None, cell, None, None, "image", None), None
         if "://" in cell:
-            return None, Violation(column, "scheme", f"column '{column}': '{cell}' is neither a local path nor an http(s) URL")
+            return None, Violation(
+                column,
+                "scheme",
+                f"column '{column}': '{cell}' is neither a local path nor an http(s) URL",
+            )
         path = Path(os.path.expanduser(cell))
         if not path.is_absolute():
             path = self.base_dir / path
         try:
             st = path.stat()
             if not path.is_file():
-                return None, Violation(column, "not_a_file", f"column '{column}': {path} is not a file")
+                return None, Violation(
+                    column, "not_a_file", f"column '{column}': {path} is not a file"
+                )
             cache_key = (str(path), st.st_size, st.st_mtime_ns)
             cached = self._cache.get(cache_key)
             if cached is None:
@@ -153,10 +172,14 @@ class ReferenceChecker:
                 self._cache[cache_key] = cached
         except FileNotFoundError:
             return None, Violation(
-                column, "missing_file", f"column '{column}': reference file {path} does not exist (paths are relative to the manifest)"
+                column,
+                "missing_file",
+                f"column '{column}': reference file {path} does not exist (paths are relative to the manifest)",
             )
         except OSError as exc:
-            return None, Violation(column, "unreadable", f"column '{column}': cannot read {path}: {exc.strerror}")
+            return None, Violation(
+                column, "unreadable", f"column '{column}': cannot read {path}: {exc.strerror}"
+            )
         sha, mime = cached
         kind = kind_of_mime(mime) if mime else None
         return RefCheck(cell, path, None, st.st_size, mime, kind, sha), None
@@ -200,7 +223,9 @@ class Planner:
         column = self._column_of(v.field)
         message = v.message
         head, sep, rest = message.partition(": ")
-        if sep and (head == v.field or head.startswith(("reference", "params.", "prompt", "model"))):
+        if sep and (
+            head == v.field or head.startswith(("reference", "params.", "prompt", "model"))
+        ):
             message = rest
         if not message.startswith("column '"):
             message = f"column '{column}': {message}"
@@ -216,7 +241,13 @@ class Planner:
             return RowPlan(
                 spec,
                 DUPLICATE,
-                violations=[Violation("key", "duplicate_key", f"key '{spec.key}' already used by an earlier row; keys must be unique")],
+                violations=[
+                    Violation(
+                        "key",
+                        "duplicate_key",
+                        f"key '{spec.key}' already used by an earlier row; keys must be unique",
+                    )
+                ],
             )
         if spec.key:
             self.seen.add(spec.key)
@@ -227,19 +258,41 @@ class Planner:
             if problem is not None:
                 violations.append(problem)
         if not spec.model:
-            violations.append(Violation("model", "required", "no model: set generation.model in the job file or fill the model column"))
+            violations.append(
+                Violation(
+                    "model",
+                    "required",
+                    "no model: set generation.model in the job file or fill the model column",
+                )
+            )
         elif not violations or self.catalog.get(spec.model) is not None:
             refs = []
             if ref is not None and ref.url is None:
-                refs.append(ReferenceInfo(kind=ref.kind or "unknown", mime_type=ref.mime_type, size=ref.size or 0, name=ref.path.name if ref.path else None))
+                refs.append(
+                    ReferenceInfo(
+                        kind=ref.kind or "unknown",
+                        mime_type=ref.mime_type,
+                        size=ref.size or 0,
+                        name=ref.path.name if ref.path else None,
+                    )
+                )
             elif ref is not None:
                 refs.append(ReferenceInfo(kind="image", mime_type=None, size=0, name=ref.url))
             found = self.catalog.validate(spec.model, spec.prompt, spec.params, refs)
             rules = {v.rule for v in found}
             for v in found:
-                if ref is not None and ref.url is not None and v.rule in ("mime", "max_bytes", "kind"):
+                if (
+                    ref is not None
+                    and ref.url is not None
+                    and v.rule in ("mime", "max_bytes", "kind")
+                ):
                     continue  # a URL's bytes are checked when it is fetched
-                if v.rule == "kind" and "mime" in rules and ref is not None and ref.mime_type is None:
+                if (
+                    v.rule == "kind"
+                    and "mime" in rules
+                    and ref is not None
+                    and ref.mime_type is None
+                ):
                     continue  # unrecognised content: the mime violation says it all
                 violations.append(self._located(v))
         if not spec.key:
@@ -310,7 +363,12 @@ def plan_to_row(plan: RowPlan, run_id: int) -> dict[str, Any]:
     )
     if plan.action == INVALID:
         first = plan.violations[0]
-        base.update(state=J.INVALID, error_code="invalid_input", error_field=first.field, error_message=plan.reason)
+        base.update(
+            state=J.INVALID,
+            error_code="invalid_input",
+            error_field=first.field,
+            error_message=plan.reason,
+        )
     else:
         prev_state = plan.previous["state"] if plan.previous is not None else None
         unchanged = plan.previous is not None and plan.previous["fingerprint"] == plan.fingerprint

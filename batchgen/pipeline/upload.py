@@ -23,7 +23,9 @@ DEFAULT_MAX_BYTES = 10_000_000
 class RowFailure(BatchgenError):
     """A failure that belongs to one row (the run goes on)."""
 
-    def __init__(self, code: str, message: str, *, field: str | None = None, request_id: str | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, *, field: str | None = None, request_id: str | None = None
+    ) -> None:
         self.code = code
         self.message = message
         self.field = field
@@ -84,7 +86,11 @@ class Uploader:
         try:
             data, _ = await self.client.fetch(url, max_bytes=limit)
         except BatchgenError as exc:
-            raise RowFailure("reference_unavailable", f"column '{self.column}': cannot fetch {url}: {exc}", field=self.column) from exc
+            raise RowFailure(
+                "reference_unavailable",
+                f"column '{self.column}': cannot fetch {url}: {exc}",
+                field=self.column,
+            ) from exc
         return data
 
     async def _upload_once(self, sha: str, cell: str, data: bytes | None, model: str) -> J.Upload:
@@ -113,7 +119,11 @@ class Uploader:
             try:
                 data = await asyncio.to_thread(path.read_bytes)
             except OSError as exc:
-                raise RowFailure("reference_unreadable", f"column '{self.column}': cannot read {path}: {exc.strerror}", field=self.column) from exc
+                raise RowFailure(
+                    "reference_unreadable",
+                    f"column '{self.column}': cannot read {path}: {exc.strerror}",
+                    field=self.column,
+                ) from exc
             if hashlib.sha256(data).hexdigest() != sha:
                 raise RowFailure(
                     "reference_changed",
@@ -126,10 +136,19 @@ class Uploader:
         mime = sniff_mime(data[:64])
         kind = kind_of_mime(mime) if mime else None
         if mime is None or kind is None:
-            raise RowFailure("invalid_input", f"column '{self.column}': {cell} is not a recognised image, video or audio file", field=self.column)
+            raise RowFailure(
+                "invalid_input",
+                f"column '{self.column}': {cell} is not a recognised image, video or audio file",
+                field=self.column,
+            )
         async with self.sem:
             uploaded = await self.client.upload_file(
-                data, filename=name, kind=kind, mime_type=mime, model=model, client_request_id="upload-" + sha[:32]
+                data,
+                filename=name,
+                kind=kind,
+                mime_type=mime,
+                model=model,
+                client_request_id="upload-" + sha[:32],
             )
         upload = J.Upload(
             sha256=sha,
