@@ -4,7 +4,7 @@
 
     BatchgenError                    base of everything batchgen raises on purpose
     ├── UsageError                   bad flag, job file or manifest: nothing sent (exit 2)
-    ├── ApiError                     the service refused a request (status, code, message, request_id)
+    ├── ApiError                     the service refused a request (status, code, request_id)
     │   ├── AuthError                api_key_* (401) / api_scope_denied (403): fatal for the run
     │   ├── RateLimitedError         rate_limited (429): back off, retry
     │   ├── InsufficientCreditsError insufficient_credits: stop submitting, keep polling
@@ -12,7 +12,7 @@
     │   ├── IdempotencyConflictError idempotency_conflict (409): the row fails, never retried
     │   ├── NotFoundError            not_found (404): the row fails
     │   └── ServerError              internal_error, public_api_disabled, other 5xx: retried
-    ├── TransportError               no usable answer: connection refused/dropped, timeout, non-JSON body
+    ├── TransportError               no usable answer: refused/dropped, timeout, non-JSON body
     └── TaskFailedError              the task was accepted, ran, and failed (task.error)
 
 Classification is by ``error.code`` first; the HTTP status only decides for codes batchgen does

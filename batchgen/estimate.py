@@ -188,7 +188,8 @@ def duration_range(
     if len(latencies) >= 5:
         q = statistics.quantiles(latencies, n=10)
         typical, slow = statistics.median(latencies), q[-1]
-        basis += f", task latency median {typical:.1f}s / p90 {slow:.1f}s from {len(latencies)} past tasks"
+        basis += f", task latency median {typical:.1f}s / p90 {slow:.1f}s"
+        basis += f" from {len(latencies)} past tasks"
     else:
         typical, slow = DEFAULT_LATENCY
         basis += f", assumed task latency {typical:g}-{slow:g}s"
@@ -249,7 +250,8 @@ def render(est: Estimate) -> str:
     lines.append(f"  {'total':<20}{est.decisions.get('would_submit', 0):>8}{est.credits:>10}")
     lines.append("")
     lines.append(
-        f"  uploads: {est.unique_reference_files} unique local files, {est.reference_bytes:,} bytes, "
+        f"  uploads: {est.unique_reference_files} unique local files, "
+        f"{est.reference_bytes:,} bytes, "
         f"{est.references_cached} already uploaded; {est.remote_references} remote URLs"
     )
     lines.append(f"  duration: {_hms(lo)} to {_hms(hi)} ({est.duration_basis})")
@@ -264,7 +266,7 @@ def render(est: Estimate) -> str:
 
 
 def _hms(seconds: float) -> str:
-    s = int(round(seconds))
+    s = round(seconds)
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
     return f"{h}h{m:02d}m{sec:02d}s" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")

@@ -174,7 +174,8 @@ class ReferenceChecker:
             return None, Violation(
                 column,
                 "missing_file",
-                f"column '{column}': reference file {path} does not exist (paths are relative to the manifest)",
+                f"column '{column}': reference file {path} does not exist"
+                " (paths are relative to the manifest)",
             )
         except OSError as exc:
             return None, Violation(

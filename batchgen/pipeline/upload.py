@@ -127,7 +127,8 @@ class Uploader:
             if hashlib.sha256(data).hexdigest() != sha:
                 raise RowFailure(
                     "reference_changed",
-                    f"column '{self.column}': {path} changed since the manifest was checked; run again",
+                    f"column '{self.column}': {path} changed since the manifest was checked;"
+                    " run again",
                     field=self.column,
                 )
             name = path.name
