@@ -17,9 +17,8 @@ from batchgen.catalog import (
     Catalog,
     ReferenceInfo,
     aspect_of,
-    kind_of_mime,
-    sniff_mime,
 )
+from batchgen.filetypes import kind_of_mime, sniff_mime
 
 CAT = Catalog.default()
 PNG_REF = ReferenceInfo(kind="image", mime_type="image/png", size=1000, name="a.png")

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchgen.catalog import Catalog, ReferenceInfo, sniff_mime
+from batchgen.catalog import Catalog, ReferenceInfo
 from batchgen.config import Settings, resolve_settings
 from batchgen.errors import UsageError
+from batchgen.filetypes import sniff_mime
 from batchgen.manifest import Manifest, RowSpec, cell_text, parse_template
 
 REPO = Path(__file__).resolve().parent.parent

@@ -20,7 +20,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from batchgen import journal as J
-from batchgen.catalog import Catalog, ReferenceInfo, Violation, kind_of_mime, sniff_mime
+from batchgen.catalog import Catalog, ReferenceInfo, Violation
+from batchgen.filetypes import kind_of_mime, sniff_mime
 from batchgen.manifest import RowSpec
 
 # What a plan decides for a row.

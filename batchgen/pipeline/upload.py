@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from batchgen import journal as J
-from batchgen.catalog import Catalog, kind_of_mime, sniff_mime
+from batchgen.catalog import Catalog
 from batchgen.client import RivyaClient
 from batchgen.errors import BatchgenError
+from batchgen.filetypes import kind_of_mime, sniff_mime
 
 DEFAULT_MAX_BYTES = 10_000_000
 
