@@ -16,7 +16,8 @@ from typing import Any
 
 import click
 
-from batchgen.config import SETTINGS_DOC, Settings, resolve_settings
+from batchgen.config import Settings, resolve_settings
+from batchgen.settings_doc import SETTINGS_DOC
 from batchgen.errors import BatchgenError, UsageError
 from batchgen.lock import LockHeld
 from batchgen.pipeline.runner import EXIT_LOCKED, EXIT_USAGE
