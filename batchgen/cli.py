@@ -96,7 +96,14 @@ def main() -> None:
 @click.option("--dry-run", "dry_run", is_flag=True, default=None, help="Same as `batchgen estimate`: validate and price, send nothing.")
 @click.option("--retry-failed", "retry_failed", is_flag=True, default=None, help="Resubmit rows that failed in earlier runs (new tasks: costs credits).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-def run(job: str | None, as_json: bool, **flags: Any) -> None:
+@click.option(
+    "--download",
+    "download_alias",
+    default=None,
+    metavar="DIR",
+    help="Same as --download-dir: save each result image into DIR right after it succeeds.",
+)
+def run(job: str | None, as_json: bool, download_alias: str | None, **flags: Any) -> None:
     """Run a job: manifest in, results table out, resumable at any point.
 
     \b
@@ -104,6 +111,8 @@ def run(job: str | None, as_json: bool, **flags: Any) -> None:
       batchgen run jobs/sample.toml --simulate
       RIVYA_API_KEY=rvya_sk_... batchgen run jobs/catalog.toml --max-credits 5000
     """
+    if download_alias is not None and flags.get("download_dir") is None:
+        flags["download_dir"] = download_alias
     settings = resolve(job, flags)
     if settings.dry_run:
         from batchgen.estimate import run_estimate
@@ -204,6 +213,49 @@ def export(job: str | None, out: Path, **flags: Any) -> None:
     click.echo(f"wrote {n} rows to {out}", err=True)
 
 
+@main.command()
+@click.argument("job", required=False)
+@_journal_options
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="HTML file to write.",
+)
+@click.option(
+    "--thumb-size",
+    "thumb_size",
+    type=click.IntRange(32, 512),
+    default=128,
+    show_default=True,
+    help="Thumbnail size, pixels.",
+)
+@click.option(
+    "--no-fetch", "no_fetch", is_flag=True, help="Never fetch the URLs of results not downloaded."
+)
+def report(job: str | None, out: Path, thumb_size: int, no_fetch: bool, **flags: Any) -> None:
+    """Write a self-contained HTML report: summary and a filterable gallery (safe during a run).
+
+    \b
+    Example:
+      batchgen report jobs/sample.toml --out report.html
+    """
+    from batchgen.report import write_report
+
+    settings = resolve(job, flags)
+    try:
+        stats = asyncio.run(write_report(settings, out, thumb_px=thumb_size, fetch=not no_fetch))
+    except UsageError as exc:
+        _fail(str(exc))
+        return
+    click.echo(
+        f"wrote {out}: {stats.rows} rows, {stats.thumbs} thumbnails, "
+        f"{stats.placeholders} placeholders, {stats.bytes / 1e6:.1f} MB in {stats.seconds:.1f}s",
+        err=True,
+    )
+
+
 def format_summary(s: dict[str, Any]) -> str:
     """The end-of-run summary, for people."""
     lines = [
@@ -215,6 +267,12 @@ def format_summary(s: dict[str, Any]) -> str:
     ]
     if s.get("errors"):
         lines.append("  errors: " + ", ".join(f"{k} {v}" for k, v in s["errors"].items()))
+    if s.get("downloads"):
+        d = s["downloads"]
+        lines.append(
+            f"  downloads: {d['downloaded']} on disk ({d['bytes'] / 1e6:.1f} MB), "
+            f"{d['failed']} failed, {d['missing']} missing ({d.get('this_run', 0)} this run)"
+        )
     lines.append(f"  output: {s.get('output')}")
     return "\n".join(lines)
 

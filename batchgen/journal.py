@@ -127,6 +127,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE rows ADD COLUMN duration_s REAL;
         """,
     ),
+    (
+        "0003_download_task_id",
+        """
+        ALTER TABLE rows ADD COLUMN download_task_id TEXT;
+        """,
+    ),
 ]
 
 

@@ -23,6 +23,7 @@ from batchgen.catalog import Catalog
 from batchgen.client import RivyaClient
 from batchgen.config import Settings
 from batchgen.control import PollScheduler, RequestBudget
+from batchgen.download import Downloader, download_counts
 from batchgen.errors import AuthError, BatchgenError, UsageError
 from batchgen.lock import JobLock
 from batchgen.manifest import Manifest
@@ -226,6 +227,15 @@ async def _work(
             column=settings.reference_column or "reference",
             on_upload=lambda up: reporter.emit("uploaded", sha256=up.sha256, file_id=up.file_id),
         )
+        downloader = None
+        if settings.download_dir is not None:
+            downloader = Downloader(
+                client,
+                journal,
+                settings.download_dir,
+                concurrency=settings.download_concurrency,
+                emit=reporter.emit,
+            )
         engine = Engine(
             job_id=settings.job_id,
             run_id=run_id,
@@ -238,16 +248,24 @@ async def _work(
             max_polls_in_flight=settings.max_requests_in_flight,
             task_timeout=settings.task_timeout,
             emit=reporter.emit,
+            on_success=downloader.enqueue if downloader is not None else None,
         )
         reporter.begin(to_submit, to_resume, uploads=len(scan.references))
         got_signal: list[int] = []
         with _signals(engine, got_signal):
             try:
+                if downloader is not None:  # results of earlier runs not on disk yet
+                    downloader.start()
+                    downloader.feed(journal.iter_scan(run_id, states=(J.SUCCEEDED,)))
                 await engine.run(
                     journal.iter_scan(run_id, states=J.IN_FLIGHT),
                     journal.iter_scan(run_id, states=J.TO_SUBMIT),
                 )
+                if downloader is not None:
+                    await downloader.drain(until=lambda: engine.aborted)
             finally:
+                if downloader is not None:
+                    await downloader.close()
                 reporter.close()
     if got_signal:
         return RunResult(EXIT_SIGINT if got_signal[0] == signal.SIGINT else EXIT_SIGTERM, "interrupted", {})
@@ -301,6 +319,12 @@ class _signals:
 def summarize(journal: J.Journal, run_id: int, scan: ScanResult, reporter: Reporter, started: float) -> dict[str, Any]:
     counts = journal.counts(run_id)
     credits = journal.credit_totals(run_id)
+    downloads = download_counts(journal, run_id)
+    done, failed = reporter.counts["downloaded"], reporter.counts["download_failed"]
+    if done or failed or downloads["downloaded"] or downloads["failed"]:
+        downloads.update(this_run=done, failed_this_run=failed)
+    else:
+        downloads = {}
     return {
         "run_id": run_id,
         "rows": sum(counts.values()),
@@ -312,6 +336,7 @@ def summarize(journal: J.Journal, run_id: int, scan: ScanResult, reporter: Repor
         "credits_charged_this_run": reporter.credits,
         "errors": dict(sorted(journal.error_counts(run_id).items())),
         "wall_seconds": round(time.monotonic() - started, 2),
+        **({"downloads": downloads} if downloads else {}),
     }
 
 
