@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,19 @@ def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
         cur += delta
         best = max(best, cur)
     return best
+
+
+def interrupt_run(job: Path, srv: Any, *, after_tasks: int, sig: int, timeout: float = 60) -> int:
+    """Start ``batchgen run JOB -q`` in a subprocess, send it ``sig`` once the simulator has
+    created ``after_tasks`` tasks, and return its exit code (negative: killed by a signal)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchgen", "run", str(job), "-q"],
+        env=cli_env(srv),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout
+    while srv.snapshot()["tasks_created"] < after_tasks and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    return proc.wait(timeout=30)

@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
-from jobkit import cli, cli_env, product_rows, read_output, run, simple_job
+from jobkit import cli, cli_env, interrupt_run, product_rows, read_output, run, simple_job
 
 from batchgen.lock import JobLock
 from batchgen.sim import SimConfig, SimServer, SimThread
@@ -141,17 +140,7 @@ def test_bad_key_stops_at_once_naming_the_variable(tmp_path: Path) -> None:
 def test_sigterm_stops_cleanly_writes_output_and_resumes(tmp_path: Path) -> None:
     job = simple_job(tmp_path, product_rows(40), max_tasks_in_flight=6)
     with SimThread(SimConfig(rate=None, latency=0.5, queue_time=0.0, seed=8)) as srv:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "batchgen", "run", str(job), "-q"],
-            env=cli_env(srv),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while srv.snapshot()["tasks_created"] < 8 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 143
+        assert interrupt_run(job, srv, after_tasks=8, sig=signal.SIGTERM) == 143
         out = read_output(tmp_path / "out" / "results.csv")
         assert len(out) == 40 and (out["status"] != "succeeded").any()
         again = cli("run", str(job), "-q", srv=srv)

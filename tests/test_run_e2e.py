@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -14,8 +11,8 @@ import pandas as pd
 import pytest
 from jobkit import (
     cli,
-    cli_env,
     copy_sample,
+    interrupt_run,
     max_overlap,
     product_rows,
     read_output,
@@ -124,18 +121,7 @@ def test_sigkill_mid_run_then_rerun_charges_once(tmp_path: Path) -> None:
     rows = product_rows(40)
     job = simple_job(tmp_path, rows, max_tasks_in_flight=8)
     with SimThread(SimConfig(rate=None, latency=0.4, queue_time=0.0, seed=9)) as srv:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "batchgen", "run", str(job), "-q"],
-            env=cli_env(srv),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while srv.snapshot()["tasks_created"] < 10 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        assert proc.returncode == -signal.SIGKILL
+        assert interrupt_run(job, srv, after_tasks=10, sig=signal.SIGKILL) == -signal.SIGKILL
         killed_at = srv.snapshot()["tasks_created"]
         assert 10 <= killed_at < 40
         again = cli("run", str(job), "-q", srv=srv)
