@@ -174,6 +174,10 @@ async def run_job(settings: Settings, reporter: Reporter, *, catalog: Catalog | 
         scan = scan_manifest(settings, catalog, journal, run_id)
         for message in scan.invalid_messages:
             reporter.emit("invalid", message=message, error_code="invalid_input")
+        more = scan.actions[P.INVALID] + scan.actions[P.DUPLICATE] - len(scan.invalid_messages)
+        if more > 0:
+            reporter.emit("invalid", message=f"... and {more} more invalid rows: see error_field and "
+                          f"error_message in {settings.output}")
         async with api_endpoint(settings) as (base_url, api_key):
             result = await _work(settings, reporter, catalog, journal, run_id, scan, base_url, api_key)
         written = write_output(
