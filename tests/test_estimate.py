@@ -81,6 +81,7 @@ def test_estimate_excludes_rows_that_already_succeeded(tmp_path: Path) -> None:
     assert code == 0
     assert est["decisions"] == {"skip": 7, "would_submit": 2}
     assert est["credits"] == 8
+    assert "from 8 past tasks" in est["duration_basis"]  # latencies recorded by the run
     plan = read_output(tmp_path / "plan.csv")
     assert list(plan.loc[plan["decision"] == "would_submit", "key"]) == ["sku-00001", "sku-extra"]
     assert set(plan.loc[plan["decision"] == "skip", "credits"]) == {"0"}

@@ -76,13 +76,13 @@ def scan_manifest(
     keep_invalid: int = 20,
     record: bool = True,
 ) -> ScanResult:
-    """Plan every manifest row (streamed) against the journal; record the plans unless told not to."""
+    """Plan every manifest row (streamed) against the journal; record the plans unless told not."""
     manifest = Manifest.open(settings, catalog)
     planner = P.Planner(
         catalog,
         base_dir=settings.manifest.parent,
         reference_column=settings.reference_column,
-        prompt_field=settings.prompt_column if not settings.template else "template",
+        prompt_field=(settings.prompt_column or "prompt") if not settings.template else "template",
         param_columns=settings.param_columns,
         journal=journal,
         retry_failed=settings.retry_failed,
@@ -101,7 +101,10 @@ def scan_manifest(
                 result.cost_by_model[plan.spec.model or ""] += plan.cost
                 if plan.ref is not None:
                     result.references.add(plan.ref.sha256 or plan.ref.source)
-            if plan.action in (P.INVALID, P.DUPLICATE) and len(result.invalid_messages) < keep_invalid:
+            if (
+                plan.action in (P.INVALID, P.DUPLICATE)
+                and len(result.invalid_messages) < keep_invalid
+            ):
                 result.invalid_messages.append(f"row {plan.spec.row_number}: {plan.reason}")
             if journal is None or not record:
                 continue
@@ -113,7 +116,9 @@ def scan_manifest(
                         "row_index": plan.spec.index,
                         "row_number": plan.spec.row_number,
                         "key": plan.spec.key,
-                        "error_code": "duplicate_key" if plan.action == P.DUPLICATE else "invalid_input",
+                        "error_code": "duplicate_key"
+                        if plan.action == P.DUPLICATE
+                        else "invalid_input",
                         "error_field": v.field,
                         "error_message": plan.reason,
                         "passthrough": P.canonical_json(plan.spec.passthrough),
@@ -152,10 +157,14 @@ def demo_sim_options() -> dict[str, Any]:
 
 def make_client(settings: Settings, base_url: str, api_key: Any) -> RivyaClient:
     budget = RequestBudget(max_in_flight=settings.max_requests_in_flight, max_rate=settings.rate)
-    return RivyaClient(base_url, api_key, budget=budget, max_connections=settings.max_requests_in_flight + 8)
+    return RivyaClient(
+        base_url, api_key, budget=budget, max_connections=settings.max_requests_in_flight + 8
+    )
 
 
-async def run_job(settings: Settings, reporter: Reporter, *, catalog: Catalog | None = None) -> RunResult:
+async def run_job(
+    settings: Settings, reporter: Reporter, *, catalog: Catalog | None = None
+) -> RunResult:
     """Run a job to the end (or a stop). UsageError and LockHeld propagate to the CLI."""
     catalog = catalog or Catalog.default()
     Manifest.open(settings, catalog)  # bad manifest or columns: exit 2 before anything else
@@ -168,7 +177,11 @@ async def run_job(settings: Settings, reporter: Reporter, *, catalog: Catalog | 
     started = time.monotonic()
     with JobLock(settings.journal) as lock, J.Journal(settings.journal) as journal:
         if lock.previous_pid:
-            reporter.emit("lock_taken_over", message=f"a previous run (pid {lock.previous_pid}) ended without finishing; resuming its journal")
+            reporter.emit(
+                "lock_taken_over",
+                message=f"a previous run (pid {lock.previous_pid}) ended without finishing;"
+                " resuming its journal",
+            )
         journal.set_meta("job_id", settings.job_id)
         run_id = journal.start_run(os.getpid(), "run")
         scan = scan_manifest(settings, catalog, journal, run_id)
@@ -176,15 +189,37 @@ async def run_job(settings: Settings, reporter: Reporter, *, catalog: Catalog | 
             reporter.emit("invalid", message=message, error_code="invalid_input")
         more = scan.actions[P.INVALID] + scan.actions[P.DUPLICATE] - len(scan.invalid_messages)
         if more > 0:
-            reporter.emit("invalid", message=f"... and {more} more invalid rows: see error_field and "
-                          f"error_message in {settings.output}")
+            reporter.emit(
+                "invalid",
+                message=f"... and {more} more invalid rows: see error_field and "
+                f"error_message in {settings.output}",
+            )
         async with api_endpoint(settings) as (base_url, api_key):
-            result = await _work(settings, reporter, catalog, journal, run_id, scan, base_url, api_key)
+            result = await _work(
+                settings, reporter, catalog, journal, run_id, scan, base_url, api_key
+            )
         written = write_output(
-            journal, settings.output, id_column=settings.id_column, passthrough=settings.passthrough, current_run=run_id
+            journal,
+            settings.output,
+            id_column=settings.id_column,
+            passthrough=settings.passthrough,
+            current_run=run_id,
         )
         summary = summarize(journal, run_id, scan, reporter, started)
-        summary.update(outcome=result.outcome, output=str(settings.output), output_rows=written, exit_code=result.exit_code)
+        http = result.summary.get("http")
+        if http:
+            summary["http"] = http
+            # Requests per second over the run: estimates of later runs start from it.
+            if summary["wall_seconds"] > 0 and sum(http["requests"].values()) >= 20:
+                summary["request_rate"] = round(
+                    sum(http["requests"].values()) / summary["wall_seconds"], 2
+                )
+        summary.update(
+            outcome=result.outcome,
+            output=str(settings.output),
+            output_rows=written,
+            exit_code=result.exit_code,
+        )
         journal.finish_run(run_id, result.outcome, result.exit_code, summary)
         result.summary = summary
         return result
@@ -201,88 +236,124 @@ async def _work(
     api_key: Any,
 ) -> RunResult:
     async with make_client(settings, base_url, api_key) as client:
-        to_submit = scan.actions[P.SUBMIT]
-        to_resume = scan.actions[P.RESUME]
-        if to_submit:
-            try:
-                balance = await client.get_credits()
-            except AuthError as exc:
-                reporter.emit("fatal", message=f"{exc.code}: {exc.message} (fix {settings.api_key_source})")
-                return RunResult(EXIT_STOPPED, "auth_error", {})
-            need = scan.cost_to_submit
-            cap = settings.max_credits
-            reporter.emit("run_start", message=f"{to_submit} rows to submit ({need} credits), {to_resume} to resume; balance {balance}")
-            if settings.retry_failed and scan.retried:
-                reporter.emit("run_start", message=f"--retry-failed: {scan.retried} rows that failed before are resubmitted as new tasks ({scan.retried_cost} credits)")
-            if not settings.allow_partial and (need > balance or (cap is not None and need > cap)):
-                limit = f"the balance is {balance}" if need > balance else f"--max-credits is {cap}"
-                reporter.emit("stop", message=f"this run needs {need} credits and {limit}: top up, raise the cap, or pass --allow-partial")
-                _block_rest(journal, run_id, "not_affordable", f"the run needs {need} credits; {limit}")
-                return RunResult(EXIT_STOPPED, "not_affordable", {})
-        scheduler = PollScheduler(first=settings.poll_first, interval=settings.poll_interval)
-        for model, seconds in journal.durations(500):
-            scheduler.observe(model or "", seconds)
-        uploader = Uploader(
+        result = await _drive(settings, reporter, catalog, journal, run_id, scan, client)
+        result.summary["http"] = client.stats.snapshot()
+        return result
+
+
+async def _drive(
+    settings: Settings,
+    reporter: Reporter,
+    catalog: Catalog,
+    journal: J.Journal,
+    run_id: int,
+    scan: ScanResult,
+    client: RivyaClient,
+) -> RunResult:
+    to_submit = scan.actions[P.SUBMIT]
+    to_resume = scan.actions[P.RESUME]
+    if to_submit:
+        try:
+            balance = await client.get_credits()
+        except AuthError as exc:
+            reporter.emit(
+                "fatal", message=f"{exc.code}: {exc.message} (fix {settings.api_key_source})"
+            )
+            return RunResult(EXIT_STOPPED, "auth_error", {})
+        need = scan.cost_to_submit
+        cap = settings.max_credits
+        reporter.emit(
+            "run_start",
+            message=f"{to_submit} rows to submit ({need} credits), {to_resume} to resume;"
+            f" balance {balance}",
+        )
+        if settings.retry_failed and scan.retried:
+            reporter.emit(
+                "run_start",
+                message=f"--retry-failed: {scan.retried} rows that failed before are resubmitted"
+                f" as new tasks ({scan.retried_cost} credits)",
+            )
+        if not settings.allow_partial and (need > balance or (cap is not None and need > cap)):
+            limit = f"the balance is {balance}" if need > balance else f"--max-credits is {cap}"
+            reporter.emit(
+                "stop",
+                message=f"this run needs {need} credits and {limit}: top up, raise the cap,"
+                " or pass --allow-partial",
+            )
+            _block_rest(journal, run_id, "not_affordable", f"the run needs {need} credits; {limit}")
+            return RunResult(EXIT_STOPPED, "not_affordable", {})
+    scheduler = PollScheduler(first=settings.poll_first, interval=settings.poll_interval)
+    for model, seconds in journal.durations(500):
+        scheduler.observe(model or "", seconds)
+    uploader = Uploader(
+        client,
+        journal,
+        catalog,
+        base_dir=settings.manifest.parent,
+        concurrency=settings.upload_concurrency,
+        column=settings.reference_column or "reference",
+        on_upload=lambda up: reporter.emit("uploaded", sha256=up.sha256, file_id=up.file_id),
+    )
+    downloader = None
+    if settings.download_dir is not None:
+        downloader = Downloader(
             client,
             journal,
-            catalog,
-            base_dir=settings.manifest.parent,
-            concurrency=settings.upload_concurrency,
-            column=settings.reference_column or "reference",
-            on_upload=lambda up: reporter.emit("uploaded", sha256=up.sha256, file_id=up.file_id),
-        )
-        downloader = None
-        if settings.download_dir is not None:
-            downloader = Downloader(
-                client,
-                journal,
-                settings.download_dir,
-                concurrency=settings.download_concurrency,
-                emit=reporter.emit,
-            )
-        engine = Engine(
-            job_id=settings.job_id,
-            run_id=run_id,
-            journal=journal,
-            client=client,
-            uploader=uploader,
-            scheduler=scheduler,
-            governor=CreditGovernor(settings.max_credits),
-            max_tasks_in_flight=settings.max_tasks_in_flight,
-            max_polls_in_flight=settings.max_requests_in_flight,
-            task_timeout=settings.task_timeout,
+            settings.download_dir,
+            concurrency=settings.download_concurrency,
             emit=reporter.emit,
-            on_success=downloader.enqueue if downloader is not None else None,
         )
-        reporter.begin(to_submit, to_resume, uploads=len(scan.references))
-        got_signal: list[int] = []
-        with _signals(engine, got_signal):
-            try:
-                if downloader is not None:  # results of earlier runs not on disk yet
-                    downloader.start()
-                    downloader.feed(journal.iter_scan(run_id, states=(J.SUCCEEDED,)))
-                await engine.run(
-                    journal.iter_scan(run_id, states=J.IN_FLIGHT),
-                    journal.iter_scan(run_id, states=J.TO_SUBMIT),
-                )
-                if downloader is not None:
-                    await downloader.drain(until=lambda: engine.aborted)
-            finally:
-                if downloader is not None:
-                    await downloader.close()
-                reporter.close()
+    engine = Engine(
+        job_id=settings.job_id,
+        run_id=run_id,
+        journal=journal,
+        client=client,
+        uploader=uploader,
+        scheduler=scheduler,
+        governor=CreditGovernor(settings.max_credits),
+        max_tasks_in_flight=settings.max_tasks_in_flight,
+        max_polls_in_flight=settings.max_requests_in_flight,
+        task_timeout=settings.task_timeout,
+        emit=reporter.emit,
+        on_success=downloader.enqueue if downloader is not None else None,
+    )
+    reporter.begin(to_submit, to_resume, uploads=len(scan.references))
+    got_signal: list[int] = []
+    with _signals(engine, got_signal):
+        try:
+            if downloader is not None:  # results of earlier runs not on disk yet
+                downloader.start()
+                downloader.feed(journal.iter_scan(run_id, states=(J.SUCCEEDED,)))
+            await engine.run(
+                journal.iter_scan(run_id, states=J.IN_FLIGHT),
+                journal.iter_scan(run_id, states=J.TO_SUBMIT),
+            )
+            if downloader is not None:
+                await downloader.drain(until=lambda: engine.aborted)
+        finally:
+            if downloader is not None:
+                await downloader.close()
+            reporter.close()
     if got_signal:
-        return RunResult(EXIT_SIGINT if got_signal[0] == signal.SIGINT else EXIT_SIGTERM, "interrupted", {})
+        code = EXIT_SIGINT if got_signal[0] == signal.SIGINT else EXIT_SIGTERM
+        return RunResult(code, "interrupted", {})
     if engine.stop_reason in (STOP_AUTH, STOP_CREDITS):
         code = getattr(engine.stop_error, "code", engine.stop_reason)
         _block_rest(journal, run_id, code, "not submitted: the run stopped early")
         if engine.stop_reason == STOP_AUTH:
             reporter.emit("fatal", message=f"{engine.stop_error} (fix {settings.api_key_source})")
         else:
-            reporter.emit("fatal", message="insufficient credits: top up, then run the same command again to continue")
+            reporter.emit(
+                "fatal",
+                message="insufficient credits: top up, then run the same command again to continue",
+            )
         return RunResult(EXIT_STOPPED, engine.stop_reason, {})
     if reporter.errors.get("budget_reached"):
-        reporter.emit("stop", message="--max-credits reached: the remaining rows are blocked; raise the cap and run again")
+        reporter.emit(
+            "stop",
+            message="--max-credits reached: the remaining rows are blocked;"
+            " raise the cap and run again",
+        )
         return RunResult(EXIT_STOPPED, "budget_reached", {})
     counts = journal.counts(run_id)
     ok = counts.get(J.SUCCEEDED, 0) == sum(counts.values())
@@ -320,7 +391,9 @@ class _signals:
             self.loop.remove_signal_handler(sig)
 
 
-def summarize(journal: J.Journal, run_id: int, scan: ScanResult, reporter: Reporter, started: float) -> dict[str, Any]:
+def summarize(
+    journal: J.Journal, run_id: int, scan: ScanResult, reporter: Reporter, started: float
+) -> dict[str, Any]:
     counts = journal.counts(run_id)
     credits = journal.credit_totals(run_id)
     downloads = download_counts(journal, run_id)
