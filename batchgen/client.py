@@ -190,7 +190,8 @@ class Task:
         if not isinstance(task_id, str) or not task_id or not isinstance(status, str):
             raise TransportError("unexpected response: a task object without id or status")
         result = obj.get("result")
-        primary, urls = None, ()
+        primary: str | None = None
+        urls: tuple[str, ...] = ()
         if isinstance(result, Mapping):
             raw_urls = result.get("urls")
             if isinstance(raw_urls, list):

@@ -295,7 +295,7 @@ def resolve_settings(
 
 _DEFAULT_INTS = {
     "batch_size": 5000,
-    "max_tasks_in_flight": 256,
+    "max_tasks_in_flight": 1024,
     "max_requests_in_flight": 32,
     "upload_concurrency": 8,
     "download_concurrency": 8,

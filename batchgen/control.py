@@ -23,15 +23,15 @@ from one :class:`RequestBudget`:
   - ``max_rate`` is an optional hard ceiling.
 
   The aim is to run near the account's limit with only a few percent of requests answered 429.
+  :attr:`RequestBudget.pressured` says whether senders waited on the bucket lately: the poll
+  scheduler spends fewer polls per task while requests are the scarce resource.
 * priorities: when requests wait, polls go before submits before uploads (one heap of waiters);
 * a retry budget (as in gRPC / Finagle): each request deposits ``retry_ratio`` of a token, each
   retry of a failed request (5xx, transport error) withdraws one, plus a small floor of
   ``retry_floor_rate`` tokens per second; a retry waits for a token, so a failing service sees a
   bounded trickle of retries, not a storm.
 
-:class:`PollScheduler` is one min-heap of next-poll times for every task in flight (never one
-sleeping coroutine per task), with a first poll near the completion time observed so far for the
-task's model.
+:class:`~batchgen.polling.PollScheduler` (re-exported here) decides when to poll each task.
 
 Clock and sleep are injectable so the tests are deterministic and never assert wall-clock timing.
 """
@@ -41,12 +41,13 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from enum import IntEnum
 from types import TracebackType
 from typing import Any
+
+from batchgen.polling import PollScheduler
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
@@ -79,7 +80,12 @@ EPOCH_THRESHOLD = 1e9
 DEFAULT_RETRY_RATIO = 0.2
 DEFAULT_RETRY_FLOOR_RATE = 2.0
 DEFAULT_RETRY_CAP = 20.0
+PRESSURE_MEMORY = 2.0
+"""Seconds after the last wait on the bucket during which the budget counts as rate-bound."""
 _ONE = 1.0 - 1e-9  # a token, give or take float rounding (else a 1e-17 s sleep never ends)
+
+
+__all__ = ["PollScheduler", "Priority", "RequestBudget", "Slot"]
 
 
 class Priority(IntEnum):
@@ -172,6 +178,7 @@ class RequestBudget:
         self._paused_until = -math.inf
         self._waiters: list[_Waiter] = []
         self._seq = 0
+        self._rate_waited_at = -math.inf
         self.in_flight = 0
         self.max_in_flight_seen = 0
         # rate discovery
@@ -214,6 +221,12 @@ class RequestBudget:
     def paused_until(self) -> float:
         """Budget-clock time before which no request is let through (0 when not paused)."""
         return self._paused_until
+
+    @property
+    def pressured(self) -> bool:
+        """True while requests are the scarce resource: a sender waited on the bucket (or a
+        Retry-After pause) within the last ``PRESSURE_MEMORY`` seconds."""
+        return self._clock() - self._rate_waited_at < PRESSURE_MEMORY
 
     @property
     def waiting(self) -> int:
@@ -309,6 +322,7 @@ class RequestBudget:
                     # The head of the queue with a free slot: it alone waits for the bucket.
                     now = self._clock()
                     if now < self._paused_until:
+                        self._rate_waited_at = now
                         await self._sleep(self._paused_until - now)
                         continue
                     self._refill(now)
@@ -321,6 +335,7 @@ class RequestBudget:
                     # counts as growth time, so an idle or concurrency-bound client never
                     # inflates its rate.
                     wait = (1.0 - self._tokens) / self._rate
+                    self._rate_waited_at = now
                     await self._sleep(wait)
                     self._grow(min(max(self._clock() - now, 0.0), wait))
                 else:
@@ -447,185 +462,3 @@ class RequestBudget:
         if dt > 0:
             self._retry_refilled = now
             self._retry_tokens = min(self._retry_cap, self._retry_tokens + dt * self._retry_floor)
-
-
-# -- poll scheduling -------------------------------------------------------------------------
-
-DEFAULT_POLL_FIRST = (2.0, 3.0)
-"""Seconds after submit of the first poll while nothing is known about the model (the docs)."""
-DEFAULT_POLL_INTERVAL = (5.0, 10.0)
-"""Seconds between later polls: the docs' guidance; backs off from the low to the high end."""
-DEFAULT_FIRST_MIN = 1.0
-"""An adaptive first poll is never sooner than this many seconds after submit."""
-ESTIMATE_ALPHA = 0.2
-"""Weight of a new observation in the per-model estimate of seconds to done."""
-QUANTILE_TARGET = 0.6
-"""The estimate tracks roughly this quantile of the observed seconds to done."""
-POLL_BACKOFF = 1.5
-FIRST_JITTER = 0.05
-"""A first poll is at the estimate give or take this fraction."""
-FIRST_SLACK = 0.25
-"""Seconds of poll round trip and scheduling delay tolerated in "done by the first poll"."""
-
-
-class _Estimate:
-    """Online estimate of a quantile of seconds-to-done (stochastic approximation)."""
-
-    __slots__ = ("count", "scale", "value")
-
-    def __init__(self) -> None:
-        self.value = 0.0
-        self.scale = 0.0
-        self.count = 0
-
-    def update(self, x: float, below_at: float | None) -> None:
-        self.count += 1
-        if self.count == 1:
-            self.value = x
-            self.scale = x / 2.0
-            return
-        # Robbins-Monro step on the pinball loss, step size proportional to the spread; an
-        # observation up to ``below_at`` counts as below the estimate (see observe()).
-        self.scale += ESTIMATE_ALPHA * (abs(x - self.value) - self.scale)
-        step = ESTIMATE_ALPHA * max(self.scale, 1e-3)
-        threshold = self.value if below_at is None else below_at
-        self.value += step * (QUANTILE_TARGET if x > threshold else QUANTILE_TARGET - 1.0)
-        if self.value < 0.0:
-            self.value = 0.0
-
-
-class _Tracked:
-    __slots__ = ("due", "model_key", "polls", "seq")
-
-    def __init__(self, model_key: str) -> None:
-        self.model_key = model_key
-        self.polls = 0
-        self.seq = 0
-        self.due = 0.0
-
-
-class PollScheduler:
-    """When to poll each task in flight: one min-heap of next-poll times.
-
-    ``add`` schedules the first poll; ``pop_due(now)`` hands out the task ids whose time has
-    come (they stay tracked but unscheduled until ``reschedule`` or ``remove``);
-    ``reschedule(task_id, now)`` after a non-terminal answer; ``remove`` at a terminal one;
-    ``observe(model_key, seconds)`` teaches the first-poll estimate: pass the task's own
-    duration (``updated_at - created_at`` of a finished task) rather than the time it was
-    noticed, which is biased upward by the polling itself.
-    """
-
-    def __init__(
-        self,
-        *,
-        first: tuple[float, float] = DEFAULT_POLL_FIRST,
-        interval: tuple[float, float] = DEFAULT_POLL_INTERVAL,
-        first_min: float = DEFAULT_FIRST_MIN,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.first = (min(first), max(first))
-        self.interval = (min(interval), max(interval))
-        self.first_min = min(first_min, self.interval[1])
-        self._rng = rng or random.Random()
-        self._heap: list[tuple[float, int, str]] = []
-        self._tasks: dict[str, _Tracked] = {}
-        self._estimates: dict[str, _Estimate] = {}
-        self._seq = 0
-
-    def __len__(self) -> int:
-        return len(self._tasks)
-
-    def __contains__(self, task_id: object) -> bool:
-        return task_id in self._tasks
-
-    def first_delay(self, model_key: str) -> float:
-        """Seconds after submit of a task's first poll (with jitter)."""
-        est = self._estimates.get(model_key)
-        if est is None:
-            return self._rng.uniform(*self.first)
-        delay = est.value * (1.0 + self._rng.uniform(-FIRST_JITTER, FIRST_JITTER))
-        return min(max(delay, self.first_min), self.interval[1])
-
-    def estimate(self, model_key: str) -> float | None:
-        """The current seconds-to-done estimate for ``model_key`` (None: nothing observed)."""
-        est = self._estimates.get(model_key)
-        return None if est is None else est.value
-
-    def add(self, task_id: str, model_key: str, submitted_at: float) -> float:
-        """Track a task submitted at ``submitted_at``; returns the time of its first poll."""
-        tracked = self._tasks.get(task_id)
-        if tracked is None:
-            tracked = self._tasks[task_id] = _Tracked(model_key)
-        tracked.model_key = model_key
-        tracked.polls = 0
-        due = submitted_at + self.first_delay(model_key)
-        self._push(task_id, tracked, due)
-        return due
-
-    def reschedule(self, task_id: str, now: float) -> float | None:
-        """Schedule the next poll of a polled, still running task; returns its time."""
-        tracked = self._tasks.get(task_id)
-        if tracked is None:
-            return None
-        tracked.polls += 1
-        low, high = self.interval
-        base = min(high, low * POLL_BACKOFF ** max(0, tracked.polls - 1))
-        delay = min(high, self._rng.uniform(base, base + (high - low) * 0.25 + 1e-9))
-        due = now + max(low, delay)
-        self._push(task_id, tracked, due)
-        return due
-
-    def remove(self, task_id: str) -> None:
-        """Forget a task (terminal, or given up); its heap entry is dropped lazily."""
-        self._tasks.pop(task_id, None)
-
-    def observe(self, model_key: str, seconds_to_done: float, *, exact: bool = False) -> None:
-        """Record how long a task of ``model_key`` took from submit to a terminal status.
-
-        By default ``seconds_to_done`` is taken as the time the task was *noticed* done (at a
-        poll), which is never below its first poll: a value no later than the first poll would
-        have been counts as "done by the first poll", i.e. below the estimate, or else the
-        estimate could only ratchet upward. At equilibrium about ``QUANTILE_TARGET`` of the tasks
-        are done by their first poll. ``exact=True``: the task's real duration (e.g.
-        :attr:`batchgen.client.Task.seconds_to_done`, server clock), used as is.
-        """
-        if seconds_to_done < 0 or math.isnan(seconds_to_done):
-            return
-        est = self._estimates.get(model_key)
-        if est is None:
-            est = self._estimates[model_key] = _Estimate()
-        below_at = None
-        if not exact:
-            below_at = max(est.value * (1.0 + FIRST_JITTER), self.first_min) + FIRST_SLACK
-        est.update(seconds_to_done, below_at)
-
-    def next_due(self) -> float | None:
-        """The earliest scheduled poll time, or None when nothing is scheduled."""
-        heap = self._heap
-        while heap:
-            due, seq, task_id = heap[0]
-            tracked = self._tasks.get(task_id)
-            if tracked is not None and tracked.seq == seq:
-                return due
-            heapq.heappop(heap)
-        return None
-
-    def pop_due(self, now: float, limit: int | None = None) -> list[str]:
-        """Task ids whose poll time is ``<= now``, earliest first (at most ``limit``)."""
-        heap = self._heap
-        out: list[str] = []
-        while heap and heap[0][0] <= now:
-            if limit is not None and len(out) >= limit:
-                break
-            _due, seq, task_id = heapq.heappop(heap)
-            tracked = self._tasks.get(task_id)
-            if tracked is not None and tracked.seq == seq:
-                tracked.seq = 0  # unscheduled until rescheduled
-                out.append(task_id)
-        return out
-
-    def _push(self, task_id: str, tracked: _Tracked, due: float) -> None:
-        self._seq += 1
-        tracked.seq = self._seq
-        tracked.due = due
-        heapq.heappush(self._heap, (due, self._seq, task_id))

@@ -1,0 +1,51 @@
+"""The benchmark scripts still run (on ~20 rows): a smoke test so bench/ does not rot.
+
+No timing is asserted: the benchmarks' goals are measured by ``bench/run_bench.py`` and recorded
+in BENCHMARKS.md, never in the test suite.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(300)
+def test_bench_suite_runs_on_a_few_rows(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "run_bench.py"),
+            "--quick",
+            "--only",
+            "rate_limited",
+            "--only",
+            "scale",
+            "--workdir",
+            str(tmp_path),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    rl = report["rate_limited"]
+    for side in ("batchgen", "baseline"):
+        assert rl[side]["by_status"] == {"succeeded": 20}, rl[side]
+        assert rl[side]["tasks_created"] == 20
+        assert rl[side]["per_row"]["submit"] >= 1.0
+    assert report["scale"]["rerun"]["tasks_created"] == 0
+    assert [r["by_status"] for r in report["scale"]["runs"]] == [
+        {"succeeded": 20},
+        {"succeeded": 30},
+    ]
