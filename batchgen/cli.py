@@ -17,11 +17,11 @@ from typing import Any
 import click
 
 from batchgen.config import Settings, resolve_settings
-from batchgen.settings_doc import SETTINGS_DOC
 from batchgen.errors import BatchgenError, UsageError
 from batchgen.lock import LockHeld
 from batchgen.pipeline.runner import EXIT_LOCKED, EXIT_USAGE
 from batchgen.progress import Reporter
+from batchgen.settings_doc import SETTINGS_DOC
 
 # Run flags come from the settings table, so the table, --help and README cannot drift apart.
 _SKIP_FLAGS = {"dry_run", "retry_failed", "simulate", "quiet", "params"}
@@ -41,12 +41,29 @@ def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
         env = f" [env: {doc.env}]" if doc.env else ""
         help_text = f"{doc.meaning} Default: {doc.default}.{env}"
         if doc.field in _BOOL_FIELDS:
-            func = click.option(doc.flag, doc.field, is_flag=True, default=None, help=help_text)(func)
+            func = click.option(doc.flag, doc.field, is_flag=True, default=None, help=help_text)(
+                func
+            )
         else:
-            func = click.option(doc.flag, doc.field, default=None, metavar="VALUE", help=help_text)(func)
-    func = click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Default param for every row (repeatable).")(func)
-    func = click.option("--simulate", is_flag=True, default=None, help="Run against an in-process simulator of the API (no key, no credits spent).")(func)
-    func = click.option("-q", "--quiet", is_flag=True, default=None, help="Only errors on stderr.")(func)
+            func = click.option(doc.flag, doc.field, default=None, metavar="VALUE", help=help_text)(
+                func
+            )
+    func = click.option(
+        "--param",
+        "params",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Default param for every row (repeatable).",
+    )(func)
+    func = click.option(
+        "--simulate",
+        is_flag=True,
+        default=None,
+        help="Run against an in-process simulator of the API (no key, no credits spent).",
+    )(func)
+    func = click.option("-q", "--quiet", is_flag=True, default=None, help="Only errors on stderr.")(
+        func
+    )
     return func
 
 
@@ -57,12 +74,16 @@ def resolve(job: str | None, flags: dict[str, Any]) -> Settings:
         table = {}
         for item in params:
             if "=" not in item:
-                _fail(f"--param expects KEY=VALUE (--param {item}): write e.g. --param output_format=jpeg")
+                _fail(
+                    f"--param expects KEY=VALUE (--param {item}): write e.g. --param output_format=jpeg"
+                )
             k, v = item.split("=", 1)
             table[k.strip()] = v.strip()
         flags["params"] = table
     if job is not None and not Path(job).exists():
-        _fail(f"job file not found ({job}): give the path of a .toml job file, e.g. jobs/sample.toml")
+        _fail(
+            f"job file not found ({job}): give the path of a .toml job file, e.g. jobs/sample.toml"
+        )
     try:
         return resolve_settings(Path(job) if job else None, flags, os.environ)
     except UsageError as exc:
@@ -93,8 +114,20 @@ def main() -> None:
 @main.command()
 @click.argument("job", required=False)
 @settings_options
-@click.option("--dry-run", "dry_run", is_flag=True, default=None, help="Same as `batchgen estimate`: validate and price, send nothing.")
-@click.option("--retry-failed", "retry_failed", is_flag=True, default=None, help="Resubmit rows that failed in earlier runs (new tasks: costs credits).")
+@click.option(
+    "--dry-run",
+    "dry_run",
+    is_flag=True,
+    default=None,
+    help="Same as `batchgen estimate`: validate and price, send nothing.",
+)
+@click.option(
+    "--retry-failed",
+    "retry_failed",
+    is_flag=True,
+    default=None,
+    help="Resubmit rows that failed in earlier runs (new tasks: costs credits).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option(
     "--download",
@@ -142,9 +175,21 @@ def run(job: str | None, as_json: bool, download_alias: str | None, **flags: Any
 @main.command()
 @click.argument("job", required=False)
 @settings_options
-@click.option("--retry-failed", "retry_failed", is_flag=True, default=None, help="Price resubmitting rows that failed before.")
+@click.option(
+    "--retry-failed",
+    "retry_failed",
+    is_flag=True,
+    default=None,
+    help="Price resubmitting rows that failed before.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON on stdout.")
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a per-row table (.csv or .parquet): would_submit / skip / invalid, credits, reason.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a per-row table (.csv or .parquet): would_submit / skip / invalid, credits, reason.",
+)
 def estimate(job: str | None, as_json: bool, out: Path | None, **flags: Any) -> None:
     """Price a job exactly and find every invalid row, spending nothing.
 
@@ -165,8 +210,20 @@ def estimate(job: str | None, as_json: bool, out: Path | None, **flags: Any) -> 
 
 
 def _journal_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option("--journal", "journal", default=None, metavar="PATH", help="The job's journal (default: from the job file).")(func)
-    return click.option("--output", "output", default=None, metavar="PATH", help="The job's output table (default: from the job file).")(func)
+    func = click.option(
+        "--journal",
+        "journal",
+        default=None,
+        metavar="PATH",
+        help="The job's journal (default: from the job file).",
+    )(func)
+    return click.option(
+        "--output",
+        "output",
+        default=None,
+        metavar="PATH",
+        help="The job's output table (default: from the job file).",
+    )(func)
 
 
 @main.command()
@@ -194,7 +251,13 @@ def status(job: str | None, as_json: bool, **flags: Any) -> None:
 @main.command()
 @click.argument("job", required=False)
 @_journal_options
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="File to write (.csv or .parquet).")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="File to write (.csv or .parquet).",
+)
 def export(job: str | None, out: Path, **flags: Any) -> None:
     """Write the output table from the journal, at any time (even mid-run).
 

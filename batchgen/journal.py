@@ -225,7 +225,9 @@ class Journal:
         )
         return int(cur.lastrowid or 0)
 
-    def finish_run(self, run_id: int, outcome: str, exit_code: int, summary: dict[str, Any]) -> None:
+    def finish_run(
+        self, run_id: int, outcome: str, exit_code: int, summary: dict[str, Any]
+    ) -> None:
         self.db.execute(
             "UPDATE runs SET finished_at = ?, outcome = ?, exit_code = ?, summary = ? WHERE id = ?",
             (now_iso(), outcome, exit_code, json.dumps(summary, sort_keys=True), run_id),
@@ -306,7 +308,9 @@ class Journal:
                 list(rows),
             )
 
-    def iter_scan(self, run_id: int, states: Iterable[str] | None = None, page: int = 2000) -> Iterator[sqlite3.Row]:
+    def iter_scan(
+        self, run_id: int, states: Iterable[str] | None = None, page: int = 2000
+    ) -> Iterator[sqlite3.Row]:
         """Rows seen by scan ``run_id`` in manifest order, paged (never all in memory)."""
         wanted = tuple(states) if states is not None else None
         last = -1
@@ -366,7 +370,8 @@ class Journal:
             )
         }
         for r in self.db.execute(
-            "SELECT error_code, COUNT(*) FROM extra_rows WHERE run_id = ? GROUP BY error_code", (run_id,)
+            "SELECT error_code, COUNT(*) FROM extra_rows WHERE run_id = ? GROUP BY error_code",
+            (run_id,),
         ):
             out[r[0]] = out.get(r[0], 0) + r[1]
         return out
@@ -388,7 +393,9 @@ class Journal:
         r = self.db.execute("SELECT * FROM uploads WHERE sha256 = ?", (sha256,)).fetchone()
         if r is None:
             return None
-        return Upload(r["sha256"], r["file_id"], r["url"], r["kind"], r["mime_type"], r["name"], r["size"])
+        return Upload(
+            r["sha256"], r["file_id"], r["url"], r["kind"], r["mime_type"], r["name"], r["size"]
+        )
 
     def put_upload(self, upload: Upload, model: str | None) -> None:
         self.db.execute(
@@ -414,7 +421,10 @@ class Journal:
             chunk = shas[start : start + 500]
             marks = ",".join("?" * len(chunk))
             found.update(
-                r[0] for r in self.db.execute(f"SELECT sha256 FROM uploads WHERE sha256 IN ({marks})", chunk)
+                r[0]
+                for r in self.db.execute(
+                    f"SELECT sha256 FROM uploads WHERE sha256 IN ({marks})", chunk
+                )
             )
         return found
 

@@ -15,7 +15,9 @@ from typing import IO, Any
 from tqdm import tqdm
 
 # Events that are worth a line of their own in the human log (the rest only move counters).
-_LOUD = frozenset({"stop", "lock_taken_over", "run_start", "run_end", "fatal", "warning", "invalid"})
+_LOUD = frozenset(
+    {"stop", "lock_taken_over", "run_start", "run_end", "fatal", "warning", "invalid"}
+)
 
 
 class Reporter:

@@ -60,7 +60,7 @@ progress               | +      | + | -                         | auto | auto, b
 quiet                  | +      | + | -                         | false | Only errors on stderr.
 log_format             | +      | + | -                         | human | human or json.
 status_interval        | +      | + | run.status_interval       | 30 | Seconds between status lines.
-"""  # noqa: E501
+"""
 
 
 def _parse_doc_table(table: str) -> tuple[SettingDoc, ...]:

@@ -47,7 +47,9 @@ def make_manifest(path: Path, rows: int) -> None:
                 "material": rng.choice(["cotton", "steel", "oak", "leather"], n),
                 "model": np.where(q2, "qwen2-image", "qwen-image"),
                 "image_size": np.where(q2, sizes_q2[size_pick], sizes_q1[size_pick]),
-                "seed": [str(s) if q else "" for s, q in zip(rng.integers(0, 10**6, n), q2, strict=True)],
+                "seed": [
+                    str(s) if q else "" for s, q in zip(rng.integers(0, 10**6, n), q2, strict=True)
+                ],
             }
         )
         if writer is None:

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from jobkit import SAMPLE, cli, cli_env, product_rows, read_output, simple_job
@@ -57,19 +58,26 @@ def test_killed_at_random_moments_then_completed_equals_uninterrupted(tmp_path: 
 
     with SimThread(faulty()) as srv:
         kills = 0
-        for _ in range(KILLS):
+        for attempt in range(KILLS):
             proc = subprocess.Popen(
                 [sys.executable, "-m", "batchgen", "run", str(crashed_job), "-q"],
                 env=cli_env(srv),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            try:
-                proc.wait(timeout=rng.uniform(0.4, 3.0))
-            except subprocess.TimeoutExpired:
+            # Kill at random moments: some during start-up and the scan, most after a random
+            # number of new tasks (so the moment does not depend on how fast the machine is).
+            before = srv.snapshot()["tasks_created"]
+            target = before + rng.randint(5, 40)
+            deadline = time.monotonic() + (rng.uniform(0.2, 1.0) if attempt % 3 == 0 else 60)
+            while proc.poll() is None and time.monotonic() < deadline:
+                if srv.snapshot()["tasks_created"] >= target:
+                    break
+                time.sleep(rng.uniform(0.0, 0.05))
+            if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=30)
                 kills += 1
+            proc.wait(timeout=30)
             if proc.returncode == 0:
                 break
         final = cli("run", str(crashed_job), "-q", srv=srv, timeout=300)

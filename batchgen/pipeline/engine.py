@@ -224,9 +224,8 @@ class Engine:
 
     # -- the run --------------------------------------------------------------------------------
 
-    async def run(
-        self, resume: Iterable[Mapping[str, Any]], submit: Iterable[Mapping[str, Any]]
-    ) -> None:
+    async def run(self, resume: Iterable[Any], submit: Iterable[Any]) -> None:
+        """Poll ``resume`` rows' tasks and submit ``submit`` rows (journal rows, read by name)."""
         poller = asyncio.create_task(self._poll_loop())
         try:
             for row in resume:

@@ -335,8 +335,8 @@ async def _drive(
                 await downloader.close()
             reporter.close()
     if got_signal:
-        code = EXIT_SIGINT if got_signal[0] == signal.SIGINT else EXIT_SIGTERM
-        return RunResult(code, "interrupted", {})
+        exit_code = EXIT_SIGINT if got_signal[0] == signal.SIGINT else EXIT_SIGTERM
+        return RunResult(exit_code, "interrupted", {})
     if engine.stop_reason in (STOP_AUTH, STOP_CREDITS):
         code = getattr(engine.stop_error, "code", engine.stop_reason)
         _block_rest(journal, run_id, code, "not submitted: the run stopped early")
