@@ -249,13 +249,15 @@ class Journal:
 
     # -- rows -----------------------------------------------------------------------------------
 
-    def get_rows(self, keys: Sequence[str]) -> dict[str, sqlite3.Row]:
-        """Existing rows by key (chunked IN queries)."""
+    def get_rows(
+        self, keys: Sequence[str], columns: str = "key, fingerprint, state, task_id, epoch"
+    ) -> dict[str, sqlite3.Row]:
+        """Existing rows by key (chunked IN queries); by default what planning needs."""
         found: dict[str, sqlite3.Row] = {}
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for r in self.db.execute(f"SELECT * FROM rows WHERE key IN ({marks})", chunk):
+            for r in self.db.execute(f"SELECT {columns} FROM rows WHERE key IN ({marks})", chunk):
                 found[r["key"]] = r
         return found
 

@@ -8,9 +8,7 @@ to a temporary file and renamed, so a reader never sees half a table.
 from __future__ import annotations
 
 import heapq
-import json
 import os
-import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,75 +48,73 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
 ]
 
 
-def _generated(row: sqlite3.Row, run_id: int | None) -> str:
-    gen = row["generated_run"]
-    if gen is None:
-        return ""
-    return "this_run" if run_id is not None and gen == run_id else "kept"
+# SQL that yields the output columns of one page of a scan, in COLUMNS order after row_index.
+_ROW_SQL = """
+SELECT row_index, row_number, key, model, state,
+       CASE WHEN generated_run IS NULL THEN NULL WHEN generated_run = :run THEN 'this_run'
+            ELSE 'kept' END,
+       task_id, primary_url,
+       (SELECT group_concat(value, ' ') FROM json_each(rows.urls)),
+       reserved_credits, final_credits, error_code, error_field, error_message, request_id,
+       attempts, submitted_at, finished_at, download_path, download_bytes, download_sha256,
+       download_error {passthrough}
+FROM rows WHERE seen_run = :scan AND row_index > :after ORDER BY row_index LIMIT :limit
+"""
+_EXTRA_SQL = """
+SELECT row_index, row_number, key, NULL, 'invalid', NULL, NULL, NULL, NULL, 0, 0, error_code,
+       error_field, error_message, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL {passthrough}
+FROM extra_rows WHERE run_id = :scan ORDER BY row_index
+"""
 
 
-def _records(
-    journal: J.Journal, scan: int, current_run: int | None
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    for r in journal.iter_scan(scan):
-        yield (
-            r["row_index"],
-            {
-                "row_number": r["row_number"],
-                "key": r["key"],
-                "model": r["model"],
-                "status": r["state"],
-                "generated": _generated(r, current_run),
-                "task_id": r["task_id"],
-                "primary_url": r["primary_url"],
-                "urls": " ".join(json.loads(r["urls"])) if r["urls"] else None,
-                "reserved_credits": r["reserved_credits"],
-                "final_credits": r["final_credits"],
-                "error_code": r["error_code"],
-                "error_field": r["error_field"],
-                "error_message": r["error_message"],
-                "request_id": r["request_id"],
-                "attempts": r["attempts"],
-                "submitted_at": r["submitted_at"],
-                "finished_at": r["finished_at"],
-                "download_path": r["download_path"],
-                "download_bytes": r["download_bytes"],
-                "download_sha256": r["download_sha256"],
-                "download_error": r["download_error"],
-                "_passthrough": r["passthrough"],
-            },
-        )
+def _passthrough_sql(passthrough: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """``json_extract`` of each pass-through column (as text), with its JSON path as a parameter."""
+    sql = "".join(
+        f", CAST(json_extract(passthrough, :p{i}) AS TEXT)" for i in range(len(passthrough))
+    )
+    params = {f"p{i}": '$."' + name.replace('"', '\\"') + '"' for i, name in enumerate(passthrough)}
+    return sql, params
 
 
-def _extra(journal: J.Journal, scan: int) -> Iterator[tuple[int, dict[str, Any]]]:
-    for r in journal.iter_extra(scan):
-        yield (
-            r["row_index"],
-            {
-                "row_number": r["row_number"],
-                "key": r["key"],
-                "status": J.INVALID,
-                "error_code": r["error_code"],
-                "error_field": r["error_field"],
-                "error_message": r["error_message"],
-                "reserved_credits": 0,
-                "final_credits": 0,
-                "attempts": 0,
-                "_passthrough": r["passthrough"],
-            },
-        )
+def _scan_pages(
+    journal: J.Journal, scan: int, current_run: int | None, passthrough: Sequence[str]
+) -> Iterator[list[tuple[Any, ...]]]:
+    extra_sql, params = _passthrough_sql(passthrough)
+    sql = _ROW_SQL.format(passthrough=extra_sql)
+    after = -1
+    while True:
+        page = journal.db.execute(
+            sql, {**params, "run": current_run, "scan": scan, "after": after, "limit": CHUNK}
+        ).fetchall()
+        if not page:
+            return
+        yield [tuple(r) for r in page]
+        after = page[-1][0]
 
 
-def iter_output(journal: J.Journal, *, current_run: int | None = None) -> Iterator[dict[str, Any]]:
-    """Output records of the latest scan, in manifest order (streamed)."""
+def iter_output_pages(
+    journal: J.Journal, *, current_run: int | None = None, passthrough: Sequence[str] = ()
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Pages of output tuples (row_index first, then COLUMNS, then passthrough), manifest order."""
     scan = journal.last_scan_run()
     if scan is None:
         return
-    merged = heapq.merge(
-        _records(journal, scan, current_run), _extra(journal, scan), key=lambda t: t[0]
-    )
-    for _, rec in merged:
-        yield rec
+    columns_sql, params = _passthrough_sql(passthrough)
+    extra_sql = _EXTRA_SQL.format(passthrough=columns_sql)
+    extra = [tuple(r) for r in journal.db.execute(extra_sql, {**params, "scan": scan})]
+    pages = _scan_pages(journal, scan, current_run, passthrough)
+    if not extra:
+        yield from pages
+        return
+    merged = heapq.merge((r for page in pages for r in page), extra, key=lambda t: t[0])
+    chunk: list[tuple[Any, ...]] = []
+    for rec in merged:
+        chunk.append(rec)
+        if len(chunk) >= CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def write_output(
@@ -149,20 +145,12 @@ def write_output(
         writer = pq.ParquetWriter(str(tmp), schema)
     count = 0
     try:
-        batch: dict[str, list[Any]] = {f.name: [] for f in fields}
-        for rec in iter_output(journal, current_run=current_run):
-            values = json.loads(rec.pop("_passthrough") or "{}")
-            for name, _ in COLUMNS:
-                batch[key_name if name == "key" else name].append(rec.get(name))
-            for src, dst in zip(passthrough, extra, strict=True):
-                v = values.get(src)
-                batch[dst].append(None if v is None else str(v))
-            count += 1
-            if len(batch["status"]) >= CHUNK:
-                writer.write_table(pa.table(batch, schema=schema))
-                batch = {f.name: [] for f in fields}
-        if batch["status"] or count == 0:
-            writer.write_table(pa.table(batch, schema=schema))
+        for page in iter_output_pages(journal, current_run=current_run, passthrough=passthrough):
+            columns = list(zip(*page, strict=True))[1:]  # drop row_index
+            writer.write_table(pa.table(columns, schema=schema))
+            count += len(page)
+        if count == 0:
+            writer.write_table(schema.empty_table())
     except BaseException:
         writer.close()
         tmp.unlink(missing_ok=True)
