@@ -250,7 +250,9 @@ class Journal:
     # -- rows -----------------------------------------------------------------------------------
 
     def get_rows(
-        self, keys: Sequence[str], columns: str = "key, fingerprint, state, task_id, epoch"
+        self,
+        keys: Sequence[str],
+        columns: str = "key, fingerprint, state, task_id, epoch, row_index, passthrough",
     ) -> dict[str, sqlite3.Row]:
         """Existing rows by key (chunked IN queries); by default what planning needs."""
         found: dict[str, sqlite3.Row] = {}

@@ -150,6 +150,8 @@ class Manifest:
             else None
         )
         self._param_columns = _param_columns(settings, catalog, set(columns))
+        # Per model: its normalized job defaults, and (param key, column) pairs to read per row.
+        self._model_params: dict[str, tuple[dict[str, Any], list[tuple[str, str]]] | None] = {}
 
     @classmethod
     def open(cls, settings: Settings, catalog: Catalog) -> Manifest:
@@ -285,19 +287,30 @@ class Manifest:
 
     def _params(self, model: str, cells: Mapping[str, str]) -> dict[str, Any]:
         """Job defaults, then per-model defaults, then the row's non-blank param cells."""
+        if model not in self._model_params:
+            self._model_params[model] = self._model_defaults(model)
+        known = self._model_params[model]
+        if known is None:  # unknown model: the catalog check reports it
+            return {}
+        defaults, columns = known
+        cells_given = {}
+        for key, column in columns:
+            value = cells.get(column, "").strip()
+            if value:
+                cells_given[key] = value
+        if not cells_given:
+            return dict(defaults)
+        return self.catalog.normalize_params(model, {**defaults, **cells_given})
+
+    def _model_defaults(self, model: str) -> tuple[dict[str, Any], list[tuple[str, str]]] | None:
         s = self.settings
         spec = self.catalog.get(model)
-        if spec is None:  # unknown model: the catalog check reports it
-            return {}
+        if spec is None:
+            return None
         params: dict[str, Any] = {k: v for k, v in s.params.items() if k in spec.params}
         params.update(s.params_by_model.get(model, {}))
-        for key in spec.params:
-            column = self._param_columns.get(key)
-            if column is not None:
-                value = cells.get(column, "").strip()
-                if value:
-                    params[key] = value
-        return self.catalog.normalize_params(model, params)
+        columns = [(k, self._param_columns[k]) for k in spec.params if k in self._param_columns]
+        return self.catalog.normalize_params(model, params), columns
 
 
 # --------------------------------------------------------------------------- checks

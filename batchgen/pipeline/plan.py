@@ -77,11 +77,15 @@ class RowPlan:
         }.get(self.action, "")
 
 
+# Built once: json.dumps with non-default options builds a new encoder on every call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
     """The one serialisation used for fingerprints, keys and request bodies."""
     if not value and isinstance(value, dict):
         return "{}"  # most rows have no pass-through or params: skip the encoder
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def _sha(text: str) -> str:
@@ -101,10 +105,10 @@ def fingerprint(
         "\x1f".join(
             (
                 FINGERPRINT_VERSION,
-                json.dumps(model),
-                json.dumps(prompt, ensure_ascii=False),
+                _CANONICAL.encode(model),
+                _CANONICAL.encode(prompt),
                 canonical_json(dict(params)),
-                json.dumps(ref_identity),
+                _CANONICAL.encode(ref_identity),
             )
         )
     )
@@ -348,12 +352,21 @@ def _identity(ref: RefCheck | None) -> str | None:
 def plan_to_row(plan: RowPlan, run_id: int) -> dict[str, Any]:
     """The journal row a plan writes (the scan's only write)."""
     spec = plan.spec
+    passthrough = canonical_json(spec.passthrough)
+    prev = plan.previous
+    if (
+        plan.action in (KEEP, KEEP_FAILED, RESUME)
+        and prev is not None
+        and prev["row_index"] == spec.index
+        and prev["passthrough"] == passthrough
+    ):
+        return {"key": spec.key, "seen_run": run_id}  # the common re-run: only mark it seen
     base: dict[str, Any] = {
         "key": spec.key,
         "row_index": spec.index,
         "row_number": spec.row_number,
         "seen_run": run_id,
-        "passthrough": canonical_json(spec.passthrough),
+        "passthrough": passthrough,
     }
     if plan.action in (KEEP, KEEP_FAILED, RESUME):
         return base
