@@ -273,6 +273,14 @@ class Journal:
             groups.setdefault(tuple(r), []).append(r)
         stamp = now_iso()
         with self.transaction():
+            seen = groups.pop(("key", "seen_run"), [])
+            if seen:  # rows a re-scan only marks as seen: one statement for the whole batch
+                for run_id in {r["seen_run"] for r in seen}:
+                    keys = json.dumps([r["key"] for r in seen if r["seen_run"] == run_id])
+                    self.db.execute(
+                        "UPDATE rows SET seen_run = ? WHERE key IN (SELECT value FROM json_each(?))",
+                        (run_id, keys),
+                    )
             for cols_t, members in groups.items():
                 cols = [*cols_t, "updated_at"]
                 values = [(*(r[c] for c in cols_t), stamp) for r in members]

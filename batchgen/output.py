@@ -54,7 +54,8 @@ SELECT row_index, row_number, key, model, state,
        CASE WHEN generated_run IS NULL THEN NULL WHEN generated_run = :run THEN 'this_run'
             ELSE 'kept' END,
        task_id, primary_url,
-       (SELECT group_concat(value, ' ') FROM json_each(rows.urls)),
+       CASE WHEN urls IS NULL OR urls = '[]' THEN NULL
+            ELSE replace(replace(replace(urls, '["', ''), '"]', ''), '","', ' ') END,
        reserved_credits, final_credits, error_code, error_field, error_message, request_id,
        attempts, submitted_at, finished_at, download_path, download_bytes, download_sha256,
        download_error {passthrough}
