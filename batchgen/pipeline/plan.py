@@ -236,9 +236,7 @@ class Planner:
         column = self._column_of(v.field)
         message = v.message
         head, sep, rest = message.partition(": ")
-        if sep and (
-            head == v.field or head.startswith(("reference", "params.", "prompt", "model"))
-        ):
+        if sep and (head == v.field or head.startswith(("params.", "prompt", "model"))):
             message = rest
         if not message.startswith("column '"):
             message = f"column '{column}': {message}"
