@@ -16,13 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
-from email.utils import parsedate_to_datetime
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -31,14 +25,31 @@ import aiohttp
 
 from batchgen.control import Priority, RequestBudget
 from batchgen.errors import ApiError, TransportError, UsageError, api_error_class
+from batchgen.records import (
+    TERMINAL,
+    ApiKey,
+    ClientStats,
+    Task,
+    UploadedFile,
+    as_int,
+    as_str,
+    first_of,
+    parse_retry_after,
+    unwrap,
+)
 from batchgen.retry import DISABLED_CODE, RetryPolicy, retry_delay, should_retry
 
-TERMINAL = frozenset({"succeeded", "failed"})
-"""Task statuses after which a task never changes."""
+__all__ = [
+    "TERMINAL",
+    "ApiKey",
+    "ClientStats",
+    "RivyaClient",
+    "Task",
+    "UploadedFile",
+    "parse_retry_after",
+]
 
 API_PREFIX = "/api/v1"
-KEY_PREFIX = "rvya_sk_"
-REDACTED = "…(redacted)"
 USER_AGENT = "batchgen/0.1"
 MAX_ERROR_TEXT = 300
 """Characters of an error message (or of a non-JSON error body) kept in an exception."""
@@ -47,256 +58,6 @@ MEDIA_CHUNK = 256 * 1024
 # Library exceptions that mean "no usable answer". ValueError covers a 2xx body that is not
 # JSON (json.JSONDecodeError, UnicodeDecodeError) and aiohttp's InvalidURL.
 _TRANSPORT_EXCEPTIONS = (aiohttp.ClientError, TimeoutError, OSError, ValueError)
-
-
-class ApiKey:
-    """A secret API key: masked in ``repr``/``str``; :meth:`reveal` gives the value."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        value = value.strip()
-        if not value:
-            raise ValueError("an API key cannot be empty")
-        self._value = value
-
-    def reveal(self) -> str:
-        """The key itself, for the Authorization header only."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return f"ApiKey({self!s})"
-
-    def __str__(self) -> str:
-        return (KEY_PREFIX if self._value.startswith(KEY_PREFIX) else "") + REDACTED
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ApiKey) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (ApiKey, (self._value,))
-
-    @classmethod
-    def from_env_or_file(cls, value: str | None, file: Path | None) -> ApiKey | None:
-        """The key from ``value`` (a flag or environment variable) if set, else from ``file``.
-
-        Returns None when neither is given. Raises :class:`UsageError` when the file is missing,
-        unreadable or empty (never quoting its content).
-        """
-        if value is not None and value.strip():
-            return cls(value)
-        if file is None:
-            return None
-        path = Path(file).expanduser()
-        try:
-            text = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise UsageError(
-                f"cannot read the API key file: {exc.strerror or type(exc).__name__}",
-                str(path),
-                "create it with your rvya_sk_... key on one line, or set RIVYA_API_KEY",
-            ) from None
-        if not text:
-            raise UsageError(
-                "the API key file is empty", str(path), "put your rvya_sk_... key in it"
-            )
-        return cls(text.splitlines()[0])
-
-
-def _as_int(value: Any) -> int:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        return 0
-
-
-def _as_str(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value if isinstance(value, str) else str(value)
-
-
-def _first(payload: Mapping[str, Any], *keys: str) -> Any:
-    for key in keys:
-        value = payload.get(key)
-        if value is not None and value != "":
-            return value
-    return None
-
-
-def _unwrap(payload: Any, *wrappers: str) -> Mapping[str, Any]:
-    """The object itself, or the one inside ``{"data": {...}}``-like envelopes."""
-    if not isinstance(payload, Mapping):
-        raise TransportError(f"unexpected response: a JSON {type(payload).__name__}, not an object")
-    if "id" not in payload:
-        for key in wrappers:
-            inner = payload.get(key)
-            if isinstance(inner, Mapping):
-                return inner
-    return payload
-
-
-def _parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class Task:
-    """The public task object of ``POST``/``GET /api/v1/generations``; unknown fields ignored."""
-
-    id: str
-    status: str
-    model: str | None
-    reserved_credits: int
-    final_credits: int
-    created_at: str | None
-    updated_at: str | None
-    primary_url: str | None
-    urls: tuple[str, ...]
-    error_code: str | None
-    error_message: str | None
-    raw: Mapping[str, Any] = field(repr=False, compare=False)
-
-    @property
-    def terminal(self) -> bool:
-        """True once the task has succeeded or failed."""
-        return self.status in TERMINAL
-
-    @property
-    def seconds_to_done(self) -> float | None:
-        """``updated_at - created_at`` of a terminal task (server clock), else None."""
-        if self.status not in TERMINAL:
-            return None
-        start, end = _parse_time(self.created_at), _parse_time(self.updated_at)
-        return None if start is None or end is None else max(0.0, end - start)
-
-    @classmethod
-    def from_payload(cls, payload: Any) -> Task:
-        """Parse a task object tolerantly; raises TransportError if it has no id or status."""
-        obj = _unwrap(payload, "data", "task", "generation")
-        task_id, status = obj.get("id"), obj.get("status")
-        if not isinstance(task_id, str) or not task_id or not isinstance(status, str):
-            raise TransportError("unexpected response: a task object without id or status")
-        result = obj.get("result")
-        primary: str | None = None
-        urls: tuple[str, ...] = ()
-        if isinstance(result, Mapping):
-            raw_urls = result.get("urls")
-            if isinstance(raw_urls, list):
-                urls = tuple(u for u in raw_urls if isinstance(u, str) and u)
-            primary = _as_str(_first(result, "primary_url", "primaryUrl", "url")) or (
-                urls[0] if urls else None
-            )
-            if primary and not urls:
-                urls = (primary,)
-        error = obj.get("error")
-        code = message = None
-        if isinstance(error, Mapping):
-            code, message = _as_str(error.get("code")), _as_str(error.get("message"))
-        elif isinstance(error, str):
-            code = error
-        return cls(
-            id=task_id,
-            status=status,
-            model=_as_str(obj.get("model")),
-            reserved_credits=_as_int(obj.get("reserved_credits")),
-            final_credits=_as_int(obj.get("final_credits")),
-            created_at=_as_str(obj.get("created_at")),
-            updated_at=_as_str(obj.get("updated_at")),
-            primary_url=primary,
-            urls=urls,
-            error_code=code,
-            error_message=message,
-            raw=obj,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class UploadedFile:
-    """The answer of ``POST /api/v1/files``, tolerant of other names for its id and url."""
-
-    id: str
-    url: str
-    kind: str | None
-    name: str | None
-    mime_type: str | None
-    size: int | None
-    sha256: str | None
-    duration_token: str | None
-    raw: Mapping[str, Any] = field(repr=False, compare=False)
-
-    @classmethod
-    def from_payload(cls, payload: Any) -> UploadedFile:
-        """Parse an upload answer; raises TransportError if it carries no url."""
-        obj = _unwrap(payload, "data", "file")
-        url = _first(
-            obj, "url", "file_url", "fileUrl", "download_url", "downloadUrl", "public_url", "uri"
-        )
-        if not isinstance(url, str):
-            raise TransportError("unexpected response: a file object without a url")
-        size = _first(obj, "size", "size_bytes", "sizeBytes", "bytes")
-        return cls(
-            id=_as_str(_first(obj, "id", "file_id", "fileId")) or "",
-            url=url,
-            kind=_as_str(obj.get("kind")),
-            name=_as_str(_first(obj, "name", "filename", "file_name", "fileName")),
-            mime_type=_as_str(_first(obj, "mimeType", "mime_type", "content_type", "contentType")),
-            size=None if size is None else _as_int(size),
-            sha256=_as_str(obj.get("sha256")),
-            duration_token=_as_str(_first(obj, "duration_token", "durationToken")),
-            raw=obj,
-        )
-
-
-@dataclass(slots=True)
-class ClientStats:
-    """Counters of one client (every attempt counts, retries included)."""
-
-    requests: Counter[str] = field(default_factory=Counter)
-    responses: Counter[int] = field(default_factory=Counter)
-    rate_limited: int = 0
-    retries: int = 0
-    transport_errors: int = 0
-
-    def snapshot(self) -> dict[str, Any]:
-        """A JSON-able copy."""
-        return {
-            "requests": dict(self.requests),
-            "responses": {str(k): v for k, v in sorted(self.responses.items())},
-            "rate_limited": self.rate_limited,
-            "retries": self.retries,
-            "transport_errors": self.transport_errors,
-        }
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP-date; None if absent/bad."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    return max(0.0, seconds) if seconds == seconds else None
 
 
 class _TooLarge(Exception):
@@ -454,11 +215,11 @@ class RivyaClient:
     async def get_credits(self) -> int:
         """``GET /api/v1/credits``: the current balance."""
         payload = await self._json("credits", "GET", "/credits", self._h_auth)
-        obj = _unwrap(payload, "data")
-        value = _first(obj, "current_credits", "currentCredits", "credits", "balance")
+        obj = unwrap(payload, "data")
+        value = first_of(obj, "current_credits", "currentCredits", "credits", "balance")
         if value is None:
             raise TransportError("unexpected response: no current_credits in the credits answer")
-        return _as_int(value)
+        return as_int(value)
 
     async def fetch(self, url: str, *, max_bytes: int) -> tuple[bytes, str | None]:
         """Download result media: ``(bytes, content type without parameters)``.
@@ -631,12 +392,12 @@ class RivyaClient:
         if isinstance(obj, dict):
             err = obj.get("error")
             if isinstance(err, dict):
-                code = _as_str(err.get("code"))
-                message = _as_str(err.get("message"))
-                request_id = _as_str(err.get("requestId") or err.get("request_id"))
+                code = as_str(err.get("code"))
+                message = as_str(err.get("message"))
+                request_id = as_str(err.get("requestId") or err.get("request_id"))
             elif isinstance(err, str):
                 code = err
-            message = message or _as_str(obj.get("message"))
+            message = message or as_str(obj.get("message"))
         if not code:
             code = f"http_{status}"
         if not message:

@@ -36,7 +36,7 @@ from batchgen.settings_doc import DOC_BY_FIELD, JOB_KEYS
 
 if TYPE_CHECKING:
     from batchgen.catalog import Catalog
-    from batchgen.client import ApiKey
+    from batchgen.records import ApiKey
 
 MANIFEST_FORMATS = ("csv", "parquet", "jsonl")
 SUFFIX_FORMATS = {
@@ -520,7 +520,7 @@ def _read_key_file(path: Path, where: str) -> str:
 
 
 def _wrap_key(value: str, where: str) -> ApiKey:
-    from batchgen.client import ApiKey
+    from batchgen.records import ApiKey
 
     key = ApiKey.from_env_or_file(value.strip(), None)
     if key is None:

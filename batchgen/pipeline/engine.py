@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchgen import journal as J
-from batchgen.client import RivyaClient, Task
+from batchgen.client import RivyaClient
 from batchgen.control import PollScheduler
 from batchgen.errors import (
     ApiError,
@@ -30,6 +30,7 @@ from batchgen.errors import (
 )
 from batchgen.pipeline.plan import canonical_json, idempotency_key, request_body
 from batchgen.pipeline.upload import RowFailure, Uploader
+from batchgen.records import Task
 
 # Why a run stopped submitting early (exit code 3), besides signals.
 STOP_AUTH = "auth"
