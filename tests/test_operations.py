@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -199,3 +200,29 @@ def test_status_and_export_from_another_process(tmp_path: Path) -> None:
     original = read_output(tmp_path / "out" / "results.csv")
     assert list(table["id"]) == list(original["id"])
     assert list(table["task_id"]) == list(original["task_id"])
+
+
+def test_status_and_export_while_a_run_is_going_on(tmp_path: Path) -> None:
+    job = simple_job(tmp_path, product_rows(30), max_tasks_in_flight=4)
+    with SimThread(SimConfig(rate=None, latency=0.4, queue_time=0.0, seed=13)) as srv:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "batchgen", "run", str(job), "-q"],
+            env=cli_env(srv),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while srv.snapshot()["tasks_created"] < 6 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            status = cli("status", str(job), "--json")
+            exported = cli("export", str(job), "--out", str(tmp_path / "mid.csv"))
+        finally:
+            assert proc.wait(timeout=120) == 0
+    assert status.returncode == 0, status.stderr
+    s = json.loads(status.stdout)
+    assert s["running_pid"] == proc.pid
+    assert exported.returncode == 0, exported.stderr
+    mid = read_output(tmp_path / "mid.csv")
+    assert len(mid) == 30
+    assert "pending" in set(mid["status"]) or "submitted" in set(mid["status"])
