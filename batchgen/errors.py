@@ -160,8 +160,3 @@ def api_error_class(code: str, status: int) -> type[ApiError]:
     if status >= 500:
         return ServerError
     return ApiError
-
-
-def is_run_fatal(exc: BaseException) -> bool:
-    """True for errors that must stop new submissions for the whole run."""
-    return isinstance(exc, AuthError | InsufficientCreditsError)

@@ -191,9 +191,6 @@ class Journal:
             applied.append(name)
         return applied
 
-    def migrations(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT name FROM migrations ORDER BY name")]
-
     def close(self) -> None:
         self.db.close()
 

@@ -24,7 +24,7 @@ from batchgen.client import RivyaClient
 from batchgen.config import Settings
 from batchgen.control import PollScheduler, RequestBudget
 from batchgen.download import Downloader, download_counts
-from batchgen.errors import AuthError, BatchgenError, UsageError
+from batchgen.errors import AuthError, UsageError
 from batchgen.lock import JobLock
 from batchgen.manifest import Manifest
 from batchgen.output import write_output
@@ -415,6 +415,3 @@ def summarize(
         "wall_seconds": round(time.monotonic() - started, 2),
         **({"downloads": downloads} if downloads else {}),
     }
-
-
-__all__ = ["EXIT_LOCKED", "EXIT_USAGE", "BatchgenError", "RunResult", "run_job", "scan_manifest"]
