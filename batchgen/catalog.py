@@ -11,6 +11,7 @@ One module answers for both sides of the wire: batchgen's offline preflight and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -266,6 +267,7 @@ class Catalog:
     def __init__(self, models: Sequence[ModelSpec], payload: Mapping[str, Any]) -> None:
         self._models: dict[str, ModelSpec] = {m.id: m for m in models}
         self._payload = payload
+        self._digest: str | None = None
 
     @classmethod
     def default(cls) -> Catalog:
@@ -289,6 +291,13 @@ class Catalog:
     def ids(self) -> list[str]:
         """Model ids in catalog order."""
         return list(self._models)
+
+    def digest(self) -> str:
+        """sha256 of the catalog's definition: it changes whenever any model's rules do."""
+        if self._digest is None:
+            text = json.dumps(self._payload, sort_keys=True, separators=(",", ":"))
+            self._digest = hashlib.sha256(text.encode()).hexdigest()
+        return self._digest
 
     def to_api(self) -> dict[str, Any]:
         """The ``GET /api/v1/models`` payload (a deep copy, safe to mutate)."""

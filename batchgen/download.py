@@ -329,25 +329,10 @@ def _describe(exc: BaseException, timeout: float) -> str:
     return str(exc) or type(exc).__name__
 
 
-def download_counts(journal: J.Journal, run_id: int) -> dict[str, int]:
-    """Succeeded rows of scan ``run_id`` by download outcome, and the bytes on disk."""
-    r = journal.db.execute(
-        "SELECT COUNT(*), "
-        "COALESCE(SUM(download_path IS NOT NULL AND download_error IS NULL), 0), "
-        "COALESCE(SUM(download_error IS NOT NULL), 0), "
-        "COALESCE(SUM(CASE WHEN download_error IS NULL THEN download_bytes END), 0) "
-        "FROM rows WHERE seen_run = ? AND state = 'succeeded'",
-        (run_id,),
-    ).fetchone()
-    total, ok, failed, size = (int(x) for x in r)
-    return {"downloaded": ok, "failed": failed, "missing": total - ok - failed, "bytes": size}
-
-
 __all__ = [
     "Downloader",
     "check_image",
     "declared_format",
-    "download_counts",
     "needs_download",
     "safe_name",
     "write_atomic",

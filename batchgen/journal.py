@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,13 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE rows ADD COLUMN download_task_id TEXT;
         """,
     ),
+    (
+        "0004_scan_digest",
+        """
+        ALTER TABLE rows ADD COLUMN scan_digest BLOB;
+        CREATE INDEX rows_by_finished ON rows (finished_at) WHERE duration_s IS NOT NULL;
+        """,
+    ),
 ]
 
 
@@ -147,6 +154,24 @@ class Upload:
     mime_type: str | None
     name: str | None
     size: int | None
+
+
+@dataclass(slots=True)
+class ScanTotals:
+    """What :meth:`Journal.totals` adds up over the rows of one scan."""
+
+    by_state: dict[str, int] = field(default_factory=dict)
+    reserved: int = 0
+    charged: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # error code -> rows not succeeded
+    # Succeeded rows by download outcome, and the bytes on disk.
+    downloads: dict[str, int] = field(
+        default_factory=lambda: {"downloaded": 0, "failed": 0, "missing": 0, "bytes": 0}
+    )
+
+    @property
+    def rows(self) -> int:
+        return sum(self.by_state.values())
 
 
 class Journal:
@@ -168,6 +193,9 @@ class Journal:
         self.db.row_factory = sqlite3.Row
         if not readonly:
             self.migrate()
+        # A read-only look at a journal of an older version lacks the newer columns.
+        names = {r[1] for r in self.db.execute("PRAGMA table_info(rows)")}
+        self._digest_sql = "scan_digest" if "scan_digest" in names else "NULL AS scan_digest"
 
     # -- schema ---------------------------------------------------------------------------------
 
@@ -246,19 +274,14 @@ class Journal:
 
     # -- rows -----------------------------------------------------------------------------------
 
-    def get_rows(
-        self,
-        keys: Sequence[str],
-        columns: str = "key, fingerprint, state, task_id, epoch, row_index, passthrough",
-    ) -> dict[str, sqlite3.Row]:
-        """Existing rows by key (chunked IN queries); by default what planning needs."""
-        found: dict[str, sqlite3.Row] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self.db.execute(f"SELECT {columns} FROM rows WHERE key IN ({marks})", chunk):
-                found[r["key"]] = r
-        return found
+    def get_rows(self, keys: Sequence[str], columns: str | None = None) -> dict[str, sqlite3.Row]:
+        """Existing rows by key, one query per call; by default the columns planning needs."""
+        if columns is None:
+            columns = "key, fingerprint, state, task_id, epoch, row_index, passthrough, seen_run, "
+            columns += "error_message, scan_digest"
+        columns = columns.replace("scan_digest", self._digest_sql)
+        sql = f"SELECT {columns} FROM rows WHERE key IN (SELECT value FROM json_each(?))"
+        return {r["key"]: r for r in self.db.execute(sql, (json.dumps(keys),))}
 
     def get_row(self, key: str) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM rows WHERE key = ?", (key,)).fetchone()
@@ -346,44 +369,37 @@ class Journal:
             "SELECT * FROM extra_rows WHERE run_id = ? ORDER BY row_index", (run_id,)
         )
 
-    def counts(self, run_id: int) -> dict[str, int]:
-        """Rows of a scan by state (extra rows count as invalid)."""
-        out = {
-            r[0]: r[1]
-            for r in self.db.execute(
-                "SELECT state, COUNT(*) FROM rows WHERE seen_run = ? GROUP BY state", (run_id,)
-            )
-        }
-        extra = self.db.execute(
-            "SELECT COUNT(*) FROM extra_rows WHERE run_id = ?", (run_id,)
-        ).fetchone()[0]
-        if extra:
-            out[INVALID] = out.get(INVALID, 0) + extra
-        return out
+    def totals(self, scan_id: int) -> ScanTotals:
+        """Rows of a scan by state, credits, errors and downloads, in one pass over the rows.
 
-    def credit_totals(self, run_id: int) -> dict[str, int]:
-        r = self.db.execute(
-            "SELECT COALESCE(SUM(reserved_credits), 0), COALESCE(SUM(final_credits), 0) FROM rows "
-            "WHERE seen_run = ?",
-            (run_id,),
-        ).fetchone()
-        return {"reserved": int(r[0]), "charged": int(r[1])}
-
-    def error_counts(self, run_id: int) -> dict[str, int]:
-        out = {
-            r[0]: r[1]
-            for r in self.db.execute(
-                "SELECT error_code, COUNT(*) FROM rows WHERE seen_run = ? AND error_code IS NOT NULL "
-                "AND state != 'succeeded' GROUP BY error_code",
-                (run_id,),
-            )
-        }
-        for r in self.db.execute(
-            "SELECT error_code, COUNT(*) FROM extra_rows WHERE run_id = ? GROUP BY error_code",
-            (run_id,),
+        Extra rows (blank or duplicate keys) count as invalid, with their error code.
+        """
+        t = ScanTotals()
+        for state, code, n, reserved, charged, ok, failed, size in self.db.execute(
+            "SELECT state, error_code, COUNT(*), SUM(reserved_credits), SUM(final_credits), "
+            "SUM(download_path IS NOT NULL AND download_error IS NULL), "
+            "SUM(download_error IS NOT NULL), "
+            "SUM(CASE WHEN download_error IS NULL THEN download_bytes END) "
+            "FROM rows WHERE seen_run = ? GROUP BY state, error_code",
+            (scan_id,),
         ):
-            out[r[0]] = out.get(r[0], 0) + r[1]
-        return out
+            t.by_state[state] = t.by_state.get(state, 0) + n
+            t.reserved += reserved or 0
+            t.charged += charged or 0
+            if state == SUCCEEDED:
+                t.downloads["downloaded"] += ok or 0
+                t.downloads["failed"] += failed or 0
+                t.downloads["missing"] += n - (ok or 0) - (failed or 0)
+                t.downloads["bytes"] += size or 0
+            elif code is not None:
+                t.errors[code] = t.errors.get(code, 0) + n
+        for code, n in self.db.execute(
+            "SELECT error_code, COUNT(*) FROM extra_rows WHERE run_id = ? GROUP BY error_code",
+            (scan_id,),
+        ):
+            t.by_state[INVALID] = t.by_state.get(INVALID, 0) + n
+            t.errors[code] = t.errors.get(code, 0) + n
+        return t
 
     def durations(self, limit: int = 2000) -> list[tuple[str, float]]:
         """Recent (model, seconds from submit to done) pairs, for estimates and first polls."""

@@ -34,6 +34,22 @@ if TYPE_CHECKING:
 
 PARQUET_MAGIC = b"PAR1"
 
+# The settings that decide how a row's cells map to a request (see Manifest.context). Every
+# other setting changes how a run goes, not what a row asks for.
+MAPPING_SETTINGS = (
+    "manifest_format",
+    "id_column",
+    "model",
+    "model_column",
+    "prompt_column",
+    "reference_column",
+    "template",
+    "passthrough",
+    "param_columns",
+    "params",
+    "params_by_model",
+)
+
 
 @dataclass(slots=True)
 class RowSpec:
@@ -48,6 +64,47 @@ class RowSpec:
     reference: str | None
     passthrough: dict[str, Any]
     problems: list[Violation] = field(default_factory=list)
+
+
+class RawRow:
+    """One manifest row as read: its key and cells. Mapping it to a :class:`RowSpec` (templating,
+    params, pass-through) is deferred to :meth:`spec`, which a re-run can often skip."""
+
+    __slots__ = ("_manifest", "_spec", "index", "key", "names", "problems", "reference", "values")
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        index: int,
+        key: str,
+        reference: str | None,
+        names: Sequence[str],
+        values: Sequence[str],
+        problems: list[Violation],
+    ) -> None:
+        self._manifest = manifest
+        self._spec: RowSpec | None = None
+        self.index = index
+        self.key = key
+        self.reference = reference
+        self.names = names
+        self.values = values
+        self.problems = problems
+
+    @property
+    def row_number(self) -> int:
+        return self.index + 1
+
+    def spec(self) -> RowSpec:
+        """The row mapped to a request (built once)."""
+        if self._spec is None:
+            cells = dict(zip(self.names, self.values, strict=False))
+            self._spec = self._manifest._row(self.index, cells, self.problems)
+        return self._spec
+
+    def text(self) -> str:
+        """All cells as one string (see :meth:`Manifest.row_text`)."""
+        return self._manifest.row_text(self)
 
 
 # --------------------------------------------------------------------------- templates
@@ -205,24 +262,63 @@ class Manifest:
         return cls(settings, catalog, path, fmt, columns, row_count)
 
     def iter_batches(self) -> Iterator[list[RowSpec]]:
-        """Yield lists of at most ``settings.batch_size`` rows, in manifest order.
+        """Yield lists of at most ``settings.batch_size`` mapped rows, in manifest order."""
+        for rows in self.iter_raw_batches():
+            yield [row.spec() for row in rows]
+
+    def iter_raw_batches(self) -> Iterator[list[RawRow]]:
+        """Yield lists of at most ``settings.batch_size`` rows as read, in manifest order.
 
         Streams the file: only one batch of rows is held at a time. Can be called again to
-        re-read from the start.
+        re-read from the start. A row is mapped to its :class:`RowSpec` only when asked.
         """
         size = self.settings.batch_size
-        batch: list[RowSpec] = []
-        for index, (cells, problems) in enumerate(self._iter_cells()):
-            batch.append(self._row(index, cells, problems))
+        id_column = self.settings.id_column
+        ref_column = self.settings.reference_column
+        batch: list[RawRow] = []
+        last_names: Sequence[str] | None = None
+        at = ref_at = -1
+        for index, (names, values, problems) in enumerate(self._iter_cells()):
+            if names is not last_names:  # CSV and Parquet rows share one list of names
+                last_names = names
+                # The last column of a name, as a dict of the row would keep.
+                at = max((i for i, n in enumerate(names) if n == id_column), default=-1)
+                ref_at = max((i for i, n in enumerate(names) if n == ref_column), default=-1)
+            key = values[at].strip() if 0 <= at < len(values) else ""
+            ref = values[ref_at].strip() if 0 <= ref_at < len(values) else ""
+            batch.append(RawRow(self, index, key, ref or None, names, values, problems))
             if len(batch) >= size:
                 yield batch
                 batch = []
         if batch:
             yield batch
 
+    def context(self) -> str:
+        """What, besides a row's own cells, decides how it maps to a request.
+
+        A row whose cells and context are unchanged maps to the same :class:`RowSpec`; the
+        planner's re-run fast path relies on that. Covers the format, the header, every mapping
+        setting and the catalog (model defaults and param normalization come from it).
+        """
+        names = self.columns if self.format != "parquet" else self._needed_columns()
+        mapping = {name: getattr(self.settings, name) for name in MAPPING_SETTINGS}
+        return json.dumps([names, mapping, self.catalog.digest()], sort_keys=True, default=_plain)
+
+    def row_text(self, row: RawRow) -> str:
+        """A row's cells as one string that differs whenever any cell (or, for JSONL, any name)
+        differs: joined by a separator when none holds it, as JSON otherwise."""
+        values = row.values
+        if self.format != "jsonl":
+            joined = "\x1f".join(values)
+            if joined.count("\x1f") == len(values) - 1:
+                return "T" + joined
+            return "J" + json.dumps(list(values), ensure_ascii=False)
+        return "J" + json.dumps(dict(zip(row.names, values, strict=True)), sort_keys=True)
+
     # ------------------------------------------------------------------ readers
 
-    def _iter_cells(self) -> Iterator[tuple[Mapping[str, str], list[Violation]]]:
+    def _iter_cells(self) -> Iterator[tuple[Sequence[str], Sequence[str], list[Violation]]]:
+        """(names, values, problems) per row; CSV and Parquet rows share one ``names`` list."""
         if self.format == "csv":
             return _iter_csv(self.path, self.columns)
         if self.format == "parquet":
@@ -311,6 +407,15 @@ class Manifest:
         params.update(s.params_by_model.get(model, {}))
         columns = [(k, self._param_columns[k]) for k in spec.params if k in self._param_columns]
         return self.catalog.normalize_params(model, params), columns
+
+
+def _plain(value: Any) -> Any:
+    """JSON for the mappings and tuples of settings (read-only views included)."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, tuple | set | frozenset):
+        return sorted(value) if isinstance(value, set | frozenset) else list(value)
+    return str(value)
 
 
 # --------------------------------------------------------------------------- checks
@@ -422,7 +527,7 @@ def _csv_header(path: Path, where: str) -> list[str]:
 
 def _iter_csv(
     path: Path, columns: list[str]
-) -> Iterator[tuple[Mapping[str, str], list[Violation]]]:
+) -> Iterator[tuple[Sequence[str], Sequence[str], list[Violation]]]:
     width = len(columns)
     line = 1
     rows = _csv_rows(path)
@@ -439,7 +544,7 @@ def _iter_csv(
                         "columns; quote cells that contain commas (field_count)",
                     )
                 )
-            yield dict(zip(columns, cells, strict=False)), problems
+            yield columns, cells, problems
     except (UnicodeDecodeError, csv.Error) as exc:
         raise _csv_error(path, exc, line) from None
 
@@ -462,7 +567,7 @@ def _parquet_header(path: Path, where: str) -> tuple[list[str], int]:
 
 def _iter_parquet(
     path: Path, columns: list[str], batch_size: int
-) -> Iterator[tuple[Mapping[str, str], list[Violation]]]:
+) -> Iterator[tuple[Sequence[str], Sequence[str], list[Violation]]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -475,7 +580,7 @@ def _iter_parquet(
                 ]
                 names = record_batch.schema.names
                 for row in zip(*values, strict=True):
-                    yield dict(zip(names, row, strict=True)), []
+                    yield names, row, []
     except (pa.ArrowException, OSError) as exc:
         raise UsageError(
             f"manifest is not a readable Parquet file: {exc}", str(path), "re-export it as Parquet"
@@ -519,10 +624,10 @@ def _jsonl_header(path: Path, where: str) -> list[str]:
     )
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[Mapping[str, str], list[Violation]]]:
+def _iter_jsonl(path: Path) -> Iterator[tuple[Sequence[str], Sequence[str], list[Violation]]]:
     for number, obj, error in _jsonl_lines(path):
         if obj is None:
             problem = Violation("line", "bad_json", f"line {number}: {error} (bad_json)")
-            yield {}, [problem]
+            yield (), (), [problem]
             continue
-        yield {str(k): cell_text(v) for k, v in obj.items()}, []
+        yield [str(k) for k in obj], [cell_text(v) for v in obj.values()], []

@@ -74,14 +74,13 @@ def job_status(settings: Settings) -> dict[str, Any]:
             ],
         }
         if scan is not None:
-            counts = journal.counts(scan)
-            credits = journal.credit_totals(scan)
+            totals = journal.totals(scan)
             status.update(
-                rows=sum(counts.values()),
-                by_status=dict(sorted(counts.items())),
-                credits_reserved=credits["reserved"],
-                credits_charged=credits["charged"],
-                errors=dict(sorted(journal.error_counts(scan).items())),
+                rows=totals.rows,
+                by_status=dict(sorted(totals.by_state.items())),
+                credits_reserved=totals.reserved,
+                credits_charged=totals.charged,
+                errors=dict(sorted(totals.errors.items())),
             )
         return status
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from batchgen import journal as J
@@ -48,45 +47,97 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
 ]
 
 
-# SQL that yields the output columns of one page of a scan, in COLUMNS order after row_index.
-_ROW_SQL = """
-SELECT row_index, row_number, key, model, state,
-       CASE WHEN generated_run IS NULL THEN NULL WHEN generated_run = :run THEN 'this_run'
-            ELSE 'kept' END,
-       task_id, primary_url,
-       CASE WHEN urls IS NULL OR urls = '[]' THEN NULL
-            ELSE replace(replace(replace(urls, '["', ''), '"]', ''), '","', ' ') END,
-       reserved_credits, final_credits, error_code, error_field, error_message, request_id,
-       attempts, submitted_at, finished_at, download_path, download_bytes, download_sha256,
-       download_error {passthrough}
-FROM rows WHERE seen_run = :scan AND row_index > :after ORDER BY row_index LIMIT :limit
-"""
-_EXTRA_SQL = """
-SELECT row_index, row_number, key, NULL, 'invalid', NULL, NULL, NULL, NULL, 0, 0, error_code,
-       error_field, error_message, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL {passthrough}
-FROM extra_rows WHERE run_id = :scan ORDER BY row_index
-"""
+# The SQL expression of each output column (in COLUMNS order), for journal rows and extra rows.
+_ROW_EXPRS = [
+    "row_number",
+    "key",
+    "model",
+    "state",
+    "CASE WHEN generated_run IS NULL THEN NULL WHEN generated_run = :run THEN 'this_run' "
+    "ELSE 'kept' END",
+    "task_id",
+    "primary_url",
+    "urls",
+    "reserved_credits",
+    "final_credits",
+    "error_code",
+    "error_field",
+    "error_message",
+    "request_id",
+    "attempts",
+    "submitted_at",
+    "finished_at",
+    "download_path",
+    "download_bytes",
+    "download_sha256",
+    "download_error",
+]
+_EXTRA_EXPRS = [
+    "row_number",
+    "key",
+    "NULL",
+    "'invalid'",
+    "NULL",
+    "NULL",
+    "NULL",
+    "NULL",
+    "0",
+    "0",
+    "error_code",
+    "error_field",
+    "error_message",
+    "NULL",
+    "0",
+    "NULL",
+    "NULL",
+    "NULL",
+    "NULL",
+    "NULL",
+    "NULL",
+]
+# The journal keeps result URLs as a JSON list; the table shows them space-separated.
+_URLS = (
+    "CASE WHEN urls IS NULL OR urls = '[]' THEN NULL "
+    "ELSE replace(replace(replace(urls, '[\"', ''), '\"]', ''), '\",\"', ' ') END"
+)
+_ROW_FROM = (
+    "FROM rows WHERE seen_run = :scan AND row_index > :after ORDER BY row_index LIMIT :limit"
+)
+_EXTRA_FROM = "FROM extra_rows WHERE run_id = :scan ORDER BY row_index"
 
 
-def _passthrough_sql(passthrough: Sequence[str]) -> tuple[str, dict[str, str]]:
+def _passthrough_sql(passthrough: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     """``json_extract`` of each pass-through column (as text), with its JSON path as a parameter."""
-    sql = "".join(
-        f", CAST(json_extract(passthrough, :p{i}) AS TEXT)" for i in range(len(passthrough))
-    )
+    exprs = [f"CAST(json_extract(passthrough, :p{i}) AS TEXT)" for i in range(len(passthrough))]
     params = {f"p{i}": '$."' + name.replace('"', '\\"') + '"' for i, name in enumerate(passthrough)}
-    return sql, params
+    return exprs, params
+
+
+def _select(exprs: Sequence[str], *, csv: bool) -> str:
+    """The select list after ``row_index``: the columns, or (``csv``) one CSV line per row.
+
+    The CSV line is built by SQLite exactly as pyarrow's writer would write the same values:
+    text quoted with doubled quotes, integers bare, NULL empty.
+    """
+    exprs = [_URLS if e == "urls" else e for e in exprs]
+    if not csv:
+        return ", ".join(exprs)
+    ints = {i for i, (_, t) in enumerate(COLUMNS) if t == pa.int64()}
+    cells = [
+        f"COALESCE({e}, '')"
+        if i in ints
+        else f"COALESCE('\"' || replace({e}, '\"', '\"\"') || '\"', '')"
+        for i, e in enumerate(exprs)
+    ]
+    return "printf('" + ",".join(["%s"] * len(cells)) + "', " + ", ".join(cells) + ")"
 
 
 def _scan_pages(
-    journal: J.Journal, scan: int, current_run: int | None, passthrough: Sequence[str]
+    journal: J.Journal, sql: str, params: dict[str, Any]
 ) -> Iterator[list[tuple[Any, ...]]]:
-    extra_sql, params = _passthrough_sql(passthrough)
-    sql = _ROW_SQL.format(passthrough=extra_sql)
     after = -1
     while True:
-        page = journal.db.execute(
-            sql, {**params, "run": current_run, "scan": scan, "after": after, "limit": CHUNK}
-        ).fetchall()
+        page = journal.db.execute(sql, {**params, "after": after, "limit": CHUNK}).fetchall()
         if not page:
             return
         yield [tuple(r) for r in page]
@@ -94,16 +145,25 @@ def _scan_pages(
 
 
 def iter_output_pages(
-    journal: J.Journal, *, current_run: int | None = None, passthrough: Sequence[str] = ()
+    journal: J.Journal,
+    *,
+    current_run: int | None = None,
+    passthrough: Sequence[str] = (),
+    csv: bool = False,
 ) -> Iterator[list[tuple[Any, ...]]]:
-    """Pages of output tuples (row_index first, then COLUMNS, then passthrough), manifest order."""
+    """Pages of output tuples (row_index first, then COLUMNS, then passthrough), manifest order.
+
+    With ``csv``, each tuple is (row_index, the row as a CSV line).
+    """
     scan = journal.last_scan_run()
     if scan is None:
         return
-    columns_sql, params = _passthrough_sql(passthrough)
-    extra_sql = _EXTRA_SQL.format(passthrough=columns_sql)
-    extra = [tuple(r) for r in journal.db.execute(extra_sql, {**params, "scan": scan})]
-    pages = _scan_pages(journal, scan, current_run, passthrough)
+    extra_exprs, paths = _passthrough_sql(passthrough)
+    params: dict[str, Any] = {**paths, "run": current_run, "scan": scan}
+    row_sql = f"SELECT row_index, {_select(_ROW_EXPRS + extra_exprs, csv=csv)} {_ROW_FROM}"
+    extra_sql = f"SELECT row_index, {_select(_EXTRA_EXPRS + extra_exprs, csv=csv)} {_EXTRA_FROM}"
+    extra = [tuple(r) for r in journal.db.execute(extra_sql, params)]
+    pages = _scan_pages(journal, row_sql, params)
     if not extra:
         yield from pages
         return
@@ -139,23 +199,29 @@ def write_output(
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    writer: Any
-    if suffix == ".csv":
-        writer = pacsv.CSVWriter(str(tmp), schema)
-    else:
-        writer = pq.ParquetWriter(str(tmp), schema)
+    pages = iter_output_pages(
+        journal, current_run=current_run, passthrough=passthrough, csv=suffix == ".csv"
+    )
     count = 0
     try:
-        for page in iter_output_pages(journal, current_run=current_run, passthrough=passthrough):
-            columns = list(zip(*page, strict=True))[1:]  # drop row_index
-            writer.write_table(pa.table(columns, schema=schema))
-            count += len(page)
-        if count == 0:
-            writer.write_table(schema.empty_table())
+        if suffix == ".csv":
+            # The header as pyarrow writes it; the lines come whole from SQLite (see _select).
+            with tmp.open("w", encoding="utf-8", newline="") as fh:
+                fh.write(",".join('"' + f.name.replace('"', '""') + '"' for f in schema) + "\n")
+                for page in pages:
+                    fh.write("\n".join(line for _, line in page))
+                    fh.write("\n")
+                    count += len(page)
+        else:
+            with pq.ParquetWriter(str(tmp), schema) as writer:
+                for page in pages:
+                    columns = list(zip(*page, strict=True))[1:]  # drop row_index
+                    writer.write_table(pa.table(columns, schema=schema))
+                    count += len(page)
+                if count == 0:
+                    writer.write_table(schema.empty_table())
     except BaseException:
-        writer.close()
         tmp.unlink(missing_ok=True)
         raise
-    writer.close()
     os.replace(tmp, path)
     return count

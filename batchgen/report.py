@@ -37,7 +37,7 @@ from PIL import Image, features
 from batchgen import journal as J
 from batchgen.client import RivyaClient
 from batchgen.config import Settings
-from batchgen.download import DEFAULT_MAX_BYTES, download_counts
+from batchgen.download import DEFAULT_MAX_BYTES
 from batchgen.errors import BatchgenError, TransportError, UsageError
 from batchgen.ops import open_journal, running_pid
 from batchgen.report_template import HEAD, PAGE_SIZE, TAIL
@@ -143,20 +143,16 @@ def collect_summary(journal: J.Journal, scan: int) -> dict[str, Any]:
                 "exit_code": r["exit_code"],
             }
         )
-    download_errors = db.execute(
-        "SELECT COUNT(*) FROM rows WHERE seen_run = ? AND state = 'succeeded' "
-        "AND download_error IS NOT NULL",
-        (scan,),
-    ).fetchone()[0]
-    errors = journal.error_counts(scan)
-    if download_errors:
-        errors["download_error"] = download_errors
+    totals = journal.totals(scan)
+    errors = dict(totals.errors)
+    if totals.downloads["failed"]:
+        errors["download_error"] = totals.downloads["failed"]
     return {
-        "by_status": dict(sorted(journal.counts(scan).items())),
-        "credits": journal.credit_totals(scan),
+        "by_status": dict(sorted(totals.by_state.items())),
+        "credits": {"reserved": totals.reserved, "charged": totals.charged},
         "by_model": by_model,
         "errors": dict(sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "downloads": download_counts(journal, scan),
+        "downloads": totals.downloads,
         "task_seconds": timings,
         "runs": runs,
     }

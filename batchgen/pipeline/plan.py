@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from urllib.parse import urlparse
 from batchgen import journal as J
 from batchgen.catalog import Catalog, ReferenceInfo, Violation
 from batchgen.filetypes import kind_of_mime, sniff_mime
-from batchgen.manifest import RowSpec
+from batchgen.manifest import RawRow, RowSpec
 
 # What a plan decides for a row.
 SUBMIT = "submit"  # send (again): new, changed, never sent, blocked, or a deliberate retry
@@ -33,6 +34,9 @@ INVALID = "invalid"  # broke a rule: recorded, never sent
 DUPLICATE = "duplicate"  # the key was already used by an earlier row of the manifest
 
 FINGERPRINT_VERSION = "2"
+# What the fast path of a re-run reads of a journal row (Planner.plan_batch).
+BRIEF_COLUMNS = "key, scan_digest, state, row_index, seen_run, epoch"
+DIGEST_VERSION = "1"  # of the re-run digest (Planner.digest); a new one re-plans every row once
 HEAD_BYTES = 64
 
 
@@ -51,9 +55,14 @@ class RefCheck:
 
 @dataclass(slots=True)
 class RowPlan:
-    """The decision for one manifest row."""
+    """The decision for one manifest row.
 
-    spec: RowSpec
+    ``digest`` stands for the row's cells (and its reference file's identity on disk) in the
+    scan's context; ``fast`` says the decision was taken from it alone (see
+    :meth:`Planner.plan_batch`), so the row was never mapped, checked or fingerprinted.
+    """
+
+    row: RawRow
     action: str
     cost: int = 0
     fingerprint: str | None = None
@@ -61,15 +70,22 @@ class RowPlan:
     violations: list[Violation] = field(default_factory=list)
     previous: sqlite3.Row | None = None
     epoch: int = 0
+    digest: bytes | None = None
+    fast: bool = False
+
+    @property
+    def spec(self) -> RowSpec:
+        return self.row.spec()
 
     @property
     def reason(self) -> str:
         if self.violations:
             return "; ".join(v.message for v in self.violations)
+        if self.action == SUBMIT:
+            prev = self.previous
+            changed = prev is None or prev["fingerprint"] != self.fingerprint
+            return "new or changed" if changed else "not finished"
         return {
-            SUBMIT: "new or changed"
-            if self.previous is None or self.previous["fingerprint"] != self.fingerprint
-            else "not finished",
             RESUME: "task in flight: poll it",
             KEEP: "succeeded earlier with the same content",
             KEEP_FAILED: "failed earlier with the same content (use --retry-failed)",
@@ -146,6 +162,12 @@ def is_url(value: str) -> bool:
     return urlparse(value).scheme in ("http", "https")
 
 
+def resolve_reference(cell: str, base_dir: Path) -> Path:
+    """A local reference cell as a path: ``~`` expanded, relative to the manifest's folder."""
+    path = Path(os.path.expanduser(cell))
+    return path if path.is_absolute() else base_dir / path
+
+
 class ReferenceChecker:
     """Checks reference cells on disk; remembers files already hashed (by path, size, mtime)."""
 
@@ -162,9 +184,7 @@ class ReferenceChecker:
                 "scheme",
                 f"column '{column}': '{cell}' is neither a local path nor an http(s) URL",
             )
-        path = Path(os.path.expanduser(cell))
-        if not path.is_absolute():
-            path = self.base_dir / path
+        path = resolve_reference(cell, self.base_dir)
         try:
             st = path.stat()
             if not path.is_file():
@@ -211,8 +231,10 @@ class Planner:
         param_columns: Mapping[str, str],
         journal: J.Journal | None = None,
         retry_failed: bool = False,
+        context: str | None = None,
     ) -> None:
         self.catalog = catalog
+        self.base_dir = base_dir
         self.refs = ReferenceChecker(base_dir)
         self.reference_column = reference_column or "reference"
         self.prompt_field = prompt_field
@@ -220,6 +242,10 @@ class Planner:
         self.journal = journal
         self.retry_failed = retry_failed
         self.seen: set[str] = set()
+        self._digest_base = None
+        if context is not None and journal is not None:
+            seed = "\x1e".join((DIGEST_VERSION, FINGERPRINT_VERSION, str(base_dir), context))
+            self._digest_base = hashlib.blake2b(seed.encode(), digest_size=16)
 
     def _column_of(self, fld: str) -> str:
         if fld.startswith("params."):
@@ -242,15 +268,83 @@ class Planner:
             message = f"column '{column}': {message}"
         return Violation(column, v.rule, message)
 
-    def plan_batch(self, specs: Sequence[RowSpec]) -> list[RowPlan]:
-        keys = [s.key for s in specs if s.key]
-        previous = self.journal.get_rows(keys) if self.journal is not None else {}
-        return [self._plan(spec, previous.get(spec.key)) for spec in specs]
+    def plan_batch(self, rows: Sequence[RawRow]) -> list[RowPlan]:
+        """Plan a batch of rows (manifest order), with one journal query for all of them.
 
-    def _plan(self, spec: RowSpec, prev: sqlite3.Row | None) -> RowPlan:
+        The fast path of a re-run: a row whose digest (its cells in this scan's context, and its
+        reference file's size, times and inode) equals the one recorded when its current
+        fingerprint was computed maps to that same fingerprint, so an earlier success is kept
+        (or, without ``--retry-failed``, an earlier failure) without mapping the row again.
+        """
+        journal = self.journal
+        if journal is None:
+            return [self._plan(row, None) for row in rows]
+        keys = [r.key for r in rows if r.key]
+        brief = journal.get_rows(keys, BRIEF_COLUMNS)
+        # First pass: the digest of every row, and which rows the fast path decides. Only the
+        # first row of a key can be kept; a later one is a duplicate, found by _plan in order.
+        claimed: set[str] = set()
+        decided: list[tuple[RawRow, bytes | None, bool]] = []
+        wide: list[str] = []
+        for row in rows:
+            key = row.key
+            digest = self.digest(row)
+            prev = brief.get(key) if key else None
+            fast = False
+            if prev is not None:
+                if (
+                    digest is not None
+                    and prev["scan_digest"] == digest
+                    and key not in claimed
+                    and key not in self.seen
+                ):
+                    state = prev["state"]
+                    fast = state == J.SUCCEEDED or (state == J.FAILED and not self.retry_failed)
+                if not fast:
+                    wide.append(key)
+            claimed.add(key)
+            decided.append((row, digest, fast))
+        previous = journal.get_rows(wide) if wide else {}
+        plans = []
+        for row, digest, fast in decided:
+            if fast:
+                prev = brief[row.key]
+                self.seen.add(row.key)
+                action = KEEP if prev["state"] == J.SUCCEEDED else KEEP_FAILED
+                plan = RowPlan(row, action, previous=prev, epoch=prev["epoch"], fast=True)
+            else:
+                plan = self._plan(row, previous.get(row.key) if row.key else None)
+            plan.digest = digest
+            plans.append(plan)
+        return plans
+
+    def digest(self, row: RawRow) -> bytes | None:
+        """The row's digest, or None when it has none (no journal, a reading problem, or a
+        reference file that cannot be looked at)."""
+        if self._digest_base is None or row.problems:
+            return None
+        h = self._digest_base.copy()
+        h.update(row.text().encode("utf-8", "surrogatepass"))
+        cell = row.reference
+        if cell and "://" not in cell:
+            path = resolve_reference(cell, self.base_dir)
+            try:
+                st = path.stat()
+            except OSError:
+                return None
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            h.update(
+                f"\x1e{path}\x1f{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:"
+                f"{st.st_ctime_ns}".encode("utf-8", "surrogatepass")
+            )
+        return h.digest()
+
+    def _plan(self, row: RawRow, prev: sqlite3.Row | None) -> RowPlan:
+        spec = row.spec()
         if spec.key and spec.key in self.seen:
             return RowPlan(
-                spec,
+                row,
                 DUPLICATE,
                 violations=[
                     Violation(
@@ -274,7 +368,7 @@ class Planner:
             fp = fingerprint(spec.model, spec.prompt, spec.params, _identity(ref))
             if fp == prev["fingerprint"]:
                 return RowPlan(
-                    spec, KEEP, fingerprint=fp, ref=ref, previous=prev, epoch=prev["epoch"]
+                    row, KEEP, fingerprint=fp, ref=ref, previous=prev, epoch=prev["epoch"]
                 )
         if not spec.model:
             violations.append(
@@ -317,11 +411,11 @@ class Planner:
         if not spec.key:
             violations.insert(0, Violation("key", "required", "blank row key"))
         if violations:
-            return RowPlan(spec, INVALID, ref=ref, violations=violations, previous=prev)
+            return RowPlan(row, INVALID, ref=ref, violations=violations, previous=prev)
         assert spec.model is not None
         cost = self.catalog.cost(spec.model, spec.params)
         fp = fingerprint(spec.model, spec.prompt, spec.params, _identity(ref))
-        plan = RowPlan(spec, SUBMIT, cost=cost, fingerprint=fp, ref=ref, previous=prev)
+        plan = RowPlan(row, SUBMIT, cost=cost, fingerprint=fp, ref=ref, previous=prev)
         if prev is None:
             return plan
         plan.epoch = int(prev["epoch"])
@@ -349,22 +443,45 @@ def _identity(ref: RefCheck | None) -> str | None:
 
 def plan_to_row(plan: RowPlan, run_id: int) -> dict[str, Any]:
     """The journal row a plan writes (the scan's only write)."""
+    prev = plan.previous
+    if plan.fast:
+        assert prev is not None
+        if prev["row_index"] == plan.row.index:
+            return {"key": plan.row.key, "seen_run": run_id}  # the common re-run
+        return {
+            "key": plan.row.key,
+            "row_index": plan.row.index,
+            "row_number": plan.row.row_number,
+            "seen_run": run_id,
+        }
     spec = plan.spec
     passthrough = canonical_json(spec.passthrough)
-    prev = plan.previous
     if (
         plan.action in (KEEP, KEEP_FAILED, RESUME)
         and prev is not None
         and prev["row_index"] == spec.index
         and prev["passthrough"] == passthrough
     ):
-        return {"key": spec.key, "seen_run": run_id}  # the common re-run: only mark it seen
+        if prev["scan_digest"] == plan.digest:
+            return {"key": spec.key, "seen_run": run_id}  # only mark it seen
+        return {"key": spec.key, "seen_run": run_id, "scan_digest": plan.digest}
+    if (
+        plan.action == INVALID
+        and prev is not None
+        and prev["state"] == J.INVALID
+        and plan.digest is not None
+        and prev["scan_digest"] == plan.digest
+        and prev["row_index"] == spec.index
+        and prev["error_message"] == plan.reason
+    ):
+        return {"key": spec.key, "seen_run": run_id}  # the same cells broke the same rules
     base: dict[str, Any] = {
         "key": spec.key,
         "row_index": spec.index,
         "row_number": spec.row_number,
         "seen_run": run_id,
         "passthrough": passthrough,
+        "scan_digest": plan.digest,
     }
     if plan.action in (KEEP, KEEP_FAILED, RESUME):
         return base

@@ -9,6 +9,7 @@ not affordable); 4 another run of the job holds the lock; 130/143 interrupted by
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -23,7 +24,7 @@ from batchgen.catalog import Catalog
 from batchgen.client import RivyaClient
 from batchgen.config import Settings
 from batchgen.control import PollScheduler, RequestBudget
-from batchgen.download import Downloader, download_counts
+from batchgen.download import Downloader
 from batchgen.errors import AuthError, UsageError
 from batchgen.lock import JobLock
 from batchgen.manifest import Manifest
@@ -53,6 +54,9 @@ class ScanResult:
     invalid_messages: list[str] = field(default_factory=list)
     retried: int = 0  # rows that failed before and are sent again (--retry-failed, or changed)
     retried_cost: int = 0
+    # The id the rows of this scan carry in the journal (``rows.seen_run``): the run's own id,
+    # or the previous scan's when that costs fewer writes (see _finish_scan).
+    scan_id: int = 0
 
     @property
     def rows(self) -> int:
@@ -76,21 +80,24 @@ def scan_manifest(
     keep_invalid: int = 20,
     record: bool = True,
 ) -> ScanResult:
-    """Plan every manifest row (streamed) against the journal; record the plans unless told not."""
+    """Plan every manifest row (streamed) against the journal; record the plans unless told not.
+
+    Recording writes only what changed: a row the previous scan saw and whose journal row needs
+    no change ("carried") is not written at all, so re-running a finished job of a million rows
+    costs reads, not a rewrite of the journal.
+    """
     manifest = Manifest.open(settings, catalog)
-    planner = P.Planner(
-        catalog,
-        base_dir=settings.manifest.parent,
-        reference_column=settings.reference_column,
-        prompt_field=(settings.prompt_column or "prompt") if not settings.template else "template",
-        param_columns=settings.param_columns,
-        journal=journal,
-        retry_failed=settings.retry_failed,
-    )
-    result = ScanResult()
-    for specs in manifest.iter_batches():
-        plans = planner.plan_batch(specs)
-        rows, extra = [], []
+    planner = make_planner(settings, catalog, manifest, journal)
+    result = ScanResult(scan_id=run_id)
+    recording = journal is not None and record
+    previous_scan = journal.last_scan_run() if journal is not None and recording else None
+    carried = 0
+    if journal is not None and recording:
+        journal.db.execute("CREATE TEMP TABLE IF NOT EXISTS carried (key TEXT NOT NULL)")
+        journal.db.execute("DELETE FROM temp.carried")
+    for batch in manifest.iter_raw_batches():
+        plans = planner.plan_batch(batch)
+        rows, extra, carried_keys = [], [], []
         for plan in plans:
             result.actions[plan.action] += 1
             if plan.action == P.SUBMIT:
@@ -106,7 +113,7 @@ def scan_manifest(
                 and len(result.invalid_messages) < keep_invalid
             ):
                 result.invalid_messages.append(f"row {plan.spec.row_number}: {plan.reason}")
-            if journal is None or not record:
+            if not recording:
                 continue
             if plan.action == P.DUPLICATE or (plan.action == P.INVALID and not plan.spec.key):
                 v = plan.violations[0]
@@ -124,18 +131,91 @@ def scan_manifest(
                         "passthrough": P.canonical_json(plan.spec.passthrough),
                     }
                 )
+                continue
+            row = P.plan_to_row(plan, run_id)
+            if (
+                len(row) == 2  # nothing to write but "seen"
+                and previous_scan is not None
+                and plan.previous is not None
+                and plan.previous["seen_run"] == previous_scan
+            ):
+                carried_keys.append(row["key"])
             else:
-                rows.append(P.plan_to_row(plan, run_id))
-        if journal is not None and record:
+                rows.append(row)
+        if journal is not None and recording:
             with journal.transaction():
                 journal.upsert_rows(rows)
                 if extra:
                     journal.add_extra_rows(extra)
+                if carried_keys:
+                    journal.db.execute(
+                        "INSERT INTO temp.carried (key) SELECT value FROM json_each(?)",
+                        (json.dumps(carried_keys),),
+                    )
+            carried += len(carried_keys)
         if on_plans is not None:
             on_plans(plans)
-    if journal is not None and record:
-        journal.set_meta("last_scan_run", str(run_id))
+    if journal is not None and recording:
+        result.scan_id = _finish_scan(journal, run_id, previous_scan, carried)
     return result
+
+
+def make_planner(
+    settings: Settings,
+    catalog: Catalog,
+    manifest: Manifest,
+    journal: J.Journal | None,
+    *,
+    fast: bool = True,
+) -> P.Planner:
+    """The planner of a scan; ``fast=False`` plans every row in full (what the fast path of a
+    re-run must agree with)."""
+    return P.Planner(
+        catalog,
+        base_dir=settings.manifest.parent,
+        reference_column=settings.reference_column,
+        prompt_field=(settings.prompt_column or "prompt") if not settings.template else "template",
+        param_columns=settings.param_columns,
+        journal=journal,
+        retry_failed=settings.retry_failed,
+        context=manifest.context() if fast else None,
+    )
+
+
+def _finish_scan(journal: J.Journal, run_id: int, previous_scan: int | None, carried: int) -> int:
+    """Give every row of the scan one id and record it as the latest scan; return the id.
+
+    Rows written by the scan carry ``run_id``; carried rows still carry ``previous_scan``. When
+    every row of the previous scan was carried, whichever group is smaller moves to the other's
+    id; otherwise (rows left the manifest) the carried rows move to ``run_id``.
+    """
+    with journal.transaction():
+        scan_id = run_id
+        if previous_scan is not None and carried:
+            db = journal.db
+            left = db.execute(
+                "SELECT COUNT(*) FROM rows WHERE seen_run = ?", (previous_scan,)
+            ).fetchone()[0]
+            written = db.execute(
+                "SELECT COUNT(*) FROM rows WHERE seen_run = ?", (run_id,)
+            ).fetchone()[0]
+            if left == carried and written < carried:
+                db.execute(
+                    "UPDATE rows SET seen_run = ? WHERE seen_run = ?", (previous_scan, run_id)
+                )
+                db.execute("DELETE FROM extra_rows WHERE run_id = ?", (previous_scan,))
+                db.execute(
+                    "UPDATE extra_rows SET run_id = ? WHERE run_id = ?", (previous_scan, run_id)
+                )
+                scan_id = previous_scan
+            else:
+                db.execute(
+                    "UPDATE rows SET seen_run = ? WHERE key IN (SELECT key FROM temp.carried)",
+                    (run_id,),
+                )
+        journal.db.execute("DELETE FROM temp.carried")
+        journal.set_meta("last_scan_run", str(scan_id))
+    return scan_id
 
 
 @asynccontextmanager
@@ -280,7 +360,9 @@ async def _drive(
                 message=f"this run needs {need} credits and {limit}: top up, raise the cap,"
                 " or pass --allow-partial",
             )
-            _block_rest(journal, run_id, "not_affordable", f"the run needs {need} credits; {limit}")
+            _block_rest(
+                journal, scan.scan_id, "not_affordable", f"the run needs {need} credits; {limit}"
+            )
             return RunResult(EXIT_STOPPED, "not_affordable", {})
     scheduler = PollScheduler(first=settings.poll_first, interval=settings.poll_interval)
     for model, seconds in journal.durations(500):
@@ -323,10 +405,11 @@ async def _drive(
         try:
             if downloader is not None:  # results of earlier runs not on disk yet
                 downloader.start()
-                downloader.feed(journal.iter_scan(run_id, states=(J.SUCCEEDED,)))
+                downloader.feed(journal.iter_scan(scan.scan_id, states=(J.SUCCEEDED,)))
+            # The scan counted the rows in each state: skip the queries that would find none.
             await engine.run(
-                journal.iter_scan(run_id, states=J.IN_FLIGHT),
-                journal.iter_scan(run_id, states=J.TO_SUBMIT),
+                journal.iter_scan(scan.scan_id, states=J.IN_FLIGHT) if to_resume else iter(()),
+                journal.iter_scan(scan.scan_id, states=J.TO_SUBMIT) if to_submit else iter(()),
             )
             if downloader is not None:
                 await downloader.drain(until=lambda: engine.aborted)
@@ -339,7 +422,7 @@ async def _drive(
         return RunResult(exit_code, "interrupted", {})
     if engine.stop_reason in (STOP_AUTH, STOP_CREDITS):
         code = getattr(engine.stop_error, "code", engine.stop_reason)
-        _block_rest(journal, run_id, code, "not submitted: the run stopped early")
+        _block_rest(journal, scan.scan_id, code, "not submitted: the run stopped early")
         if engine.stop_reason == STOP_AUTH:
             reporter.emit("fatal", message=f"{engine.stop_error} (fix {settings.api_key_source})")
         else:
@@ -355,16 +438,16 @@ async def _drive(
             " raise the cap and run again",
         )
         return RunResult(EXIT_STOPPED, "budget_reached", {})
-    counts = journal.counts(run_id)
-    ok = counts.get(J.SUCCEEDED, 0) == sum(counts.values())
+    totals = journal.totals(scan.scan_id)
+    ok = totals.by_state.get(J.SUCCEEDED, 0) == totals.rows
     return RunResult(EXIT_OK if ok else EXIT_ROWS_FAILED, "completed", {})
 
 
-def _block_rest(journal: J.Journal, run_id: int, code: str, message: str) -> None:
+def _block_rest(journal: J.Journal, scan_id: int, code: str, message: str) -> None:
     journal.db.execute(
         "UPDATE rows SET state = ?, error_code = ?, error_message = ?, updated_at = ? "
         "WHERE seen_run = ? AND state IN ('pending', 'ready')",
-        (J.BLOCKED, code, message, J.now_iso(), run_id),
+        (J.BLOCKED, code, message, J.now_iso(), scan_id),
     )
 
 
@@ -394,9 +477,8 @@ class _signals:
 def summarize(
     journal: J.Journal, run_id: int, scan: ScanResult, reporter: Reporter, started: float
 ) -> dict[str, Any]:
-    counts = journal.counts(run_id)
-    credits = journal.credit_totals(run_id)
-    downloads = download_counts(journal, run_id)
+    totals = journal.totals(scan.scan_id)
+    downloads: dict[str, int] = dict(totals.downloads)
     done, failed = reporter.counts["downloaded"], reporter.counts["download_failed"]
     if done or failed or downloads["downloaded"] or downloads["failed"]:
         downloads.update(this_run=done, failed_this_run=failed)
@@ -404,14 +486,14 @@ def summarize(
         downloads = {}
     return {
         "run_id": run_id,
-        "rows": sum(counts.values()),
-        "by_status": dict(sorted(counts.items())),
+        "rows": totals.rows,
+        "by_status": dict(sorted(totals.by_state.items())),
         "generated_this_run": reporter.counts["succeeded"],
         "kept": scan.actions[P.KEEP],
-        "credits_reserved": credits["reserved"],
-        "credits_charged": credits["charged"],
+        "credits_reserved": totals.reserved,
+        "credits_charged": totals.charged,
         "credits_charged_this_run": reporter.credits,
-        "errors": dict(sorted(journal.error_counts(run_id).items())),
+        "errors": dict(sorted(totals.errors.items())),
         "wall_seconds": round(time.monotonic() - started, 2),
         **({"downloads": downloads} if downloads else {}),
     }
