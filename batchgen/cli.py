@@ -7,12 +7,13 @@ Data goes to stdout; progress, logs and warnings to stderr. Errors read
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 
@@ -100,7 +101,26 @@ def make_reporter(settings: Settings) -> Reporter:
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Commands(click.Group):
+    """The commands; ``sim`` is imported when it is used or listed, as it pulls in aiohttp's
+    server, which no other command needs at start."""
+
+    lazy: ClassVar[dict[str, tuple[str, str]]] = {"sim": ("batchgen.sim.cli", "sim_command")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, attr = self.lazy[cmd_name]
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=_Commands,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(package_name="batchgen")
 def main() -> None:
     """Batch image generation through the Rivya Public API v1.
@@ -339,14 +359,6 @@ def format_summary(s: dict[str, Any]) -> str:
     lines.append(f"  output: {s.get('output')}")
     return "\n".join(lines)
 
-
-def _register_optional() -> None:
-    from batchgen.sim.cli import sim_command
-
-    main.add_command(sim_command, "sim")
-
-
-_register_optional()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -30,13 +30,15 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from batchgen import journal as J
-from batchgen.client import RivyaClient
 from batchgen.errors import ApiError, BatchgenError
+
+if TYPE_CHECKING:
+    from batchgen.client import RivyaClient
 
 DEFAULT_MAX_BYTES = 50_000_000
 """Largest result accepted, bytes (the API's largest upload limit; images are far smaller)."""

@@ -80,7 +80,7 @@ class RawRow:
         reference: str | None,
         names: Sequence[str],
         values: Sequence[str],
-        problems: list[Violation],
+        problems: list[Violation] | None,
     ) -> None:
         self._manifest = manifest
         self._spec: RowSpec | None = None
@@ -99,7 +99,7 @@ class RawRow:
         """The row mapped to a request (built once)."""
         if self._spec is None:
             cells = dict(zip(self.names, self.values, strict=False))
-            self._spec = self._manifest._row(self.index, cells, self.problems)
+            self._spec = self._manifest._row(self.index, cells, list(self.problems or ()))
         return self._spec
 
     def text(self) -> str:
@@ -317,7 +317,9 @@ class Manifest:
 
     # ------------------------------------------------------------------ readers
 
-    def _iter_cells(self) -> Iterator[tuple[Sequence[str], Sequence[str], list[Violation]]]:
+    def _iter_cells(
+        self,
+    ) -> Iterator[tuple[Sequence[str], Sequence[str], list[Violation] | None]]:
         """(names, values, problems) per row; CSV and Parquet rows share one ``names`` list."""
         if self.format == "csv":
             return _iter_csv(self.path, self.columns)
@@ -527,24 +529,35 @@ def _csv_header(path: Path, where: str) -> list[str]:
 
 def _iter_csv(
     path: Path, columns: list[str]
-) -> Iterator[tuple[Sequence[str], Sequence[str], list[Violation]]]:
+) -> Iterator[tuple[Sequence[str], Sequence[str], list[Violation] | None]]:
+    """(columns, cells, problems) per record after the header; one loop (no nested generator),
+    as this is the hot path of re-scanning a big manifest."""
     width = len(columns)
     line = 1
-    rows = _csv_rows(path)
     try:
-        next(rows)  # header
-        for line, cells in rows:
-            problems: list[Violation] = []
-            if len(cells) > width and any(c.strip() for c in cells[width:]):
-                problems.append(
-                    Violation(
-                        "row",
-                        "field_count",
-                        f"row: line {line} has {len(cells)} cells but the header has {width} "
-                        "columns; quote cells that contain commas (field_count)",
-                    )
-                )
-            yield columns, cells, problems
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh)
+            next_line = 1
+            header = True
+            for cells in reader:
+                start, next_line = next_line, reader.line_num + 1
+                if not cells or (len(cells) == 1 and not cells[0].strip()):
+                    continue
+                if header:
+                    header = False
+                    continue
+                line = start
+                problems = None
+                if len(cells) > width and any(c.strip() for c in cells[width:]):
+                    problems = [
+                        Violation(
+                            "row",
+                            "field_count",
+                            f"row: line {line} has {len(cells)} cells but the header has "
+                            f"{width} columns; quote cells that contain commas (field_count)",
+                        )
+                    ]
+                yield columns, cells, problems
     except (UnicodeDecodeError, csv.Error) as exc:
         raise _csv_error(path, exc, line) from None
 
@@ -567,7 +580,7 @@ def _parquet_header(path: Path, where: str) -> tuple[list[str], int]:
 
 def _iter_parquet(
     path: Path, columns: list[str], batch_size: int
-) -> Iterator[tuple[Sequence[str], Sequence[str], list[Violation]]]:
+) -> Iterator[tuple[Sequence[str], Sequence[str], list[Violation] | None]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -580,7 +593,7 @@ def _iter_parquet(
                 ]
                 names = record_batch.schema.names
                 for row in zip(*values, strict=True):
-                    yield names, row, []
+                    yield names, row, None
     except (pa.ArrowException, OSError) as exc:
         raise UsageError(
             f"manifest is not a readable Parquet file: {exc}", str(path), "re-export it as Parquet"
@@ -624,10 +637,12 @@ def _jsonl_header(path: Path, where: str) -> list[str]:
     )
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[Sequence[str], Sequence[str], list[Violation]]]:
+def _iter_jsonl(
+    path: Path,
+) -> Iterator[tuple[Sequence[str], Sequence[str], list[Violation] | None]]:
     for number, obj, error in _jsonl_lines(path):
         if obj is None:
             problem = Violation("line", "bad_json", f"line {number}: {error} (bad_json)")
             yield (), (), [problem]
             continue
-        yield [str(k) for k in obj], [cell_text(v) for v in obj.values()], []
+        yield [str(k) for k in obj], [cell_text(v) for v in obj.values()], None

@@ -13,37 +13,34 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from batchgen import journal as J
 from batchgen.errors import UsageError
 
 CHUNK = 5000
 
-# (column, arrow type); the first column is named after the manifest's id column.
-COLUMNS: list[tuple[str, pa.DataType]] = [
-    ("row_number", pa.int64()),
-    ("key", pa.string()),
-    ("model", pa.string()),
-    ("status", pa.string()),
-    ("generated", pa.string()),
-    ("task_id", pa.string()),
-    ("primary_url", pa.string()),
-    ("urls", pa.string()),
-    ("reserved_credits", pa.int64()),
-    ("final_credits", pa.int64()),
-    ("error_code", pa.string()),
-    ("error_field", pa.string()),
-    ("error_message", pa.string()),
-    ("request_id", pa.string()),
-    ("attempts", pa.int64()),
-    ("submitted_at", pa.string()),
-    ("finished_at", pa.string()),
-    ("download_path", pa.string()),
-    ("download_bytes", pa.int64()),
-    ("download_sha256", pa.string()),
-    ("download_error", pa.string()),
+# (column, arrow type name); the first column is named after the manifest's id column.
+COLUMNS: list[tuple[str, str]] = [
+    ("row_number", "int64"),
+    ("key", "string"),
+    ("model", "string"),
+    ("status", "string"),
+    ("generated", "string"),
+    ("task_id", "string"),
+    ("primary_url", "string"),
+    ("urls", "string"),
+    ("reserved_credits", "int64"),
+    ("final_credits", "int64"),
+    ("error_code", "string"),
+    ("error_field", "string"),
+    ("error_message", "string"),
+    ("request_id", "string"),
+    ("attempts", "int64"),
+    ("submitted_at", "string"),
+    ("finished_at", "string"),
+    ("download_path", "string"),
+    ("download_bytes", "int64"),
+    ("download_sha256", "string"),
+    ("download_error", "string"),
 ]
 
 
@@ -122,7 +119,7 @@ def _select(exprs: Sequence[str], *, csv: bool) -> str:
     exprs = [_URLS if e == "urls" else e for e in exprs]
     if not csv:
         return ", ".join(exprs)
-    ints = {i for i, (_, t) in enumerate(COLUMNS) if t == pa.int64()}
+    ints = {i for i, (_, t) in enumerate(COLUMNS) if t == "int64"}
     cells = [
         f"COALESCE({e}, '')"
         if i in ints
@@ -193,9 +190,7 @@ def write_output(
     base_names = [name for name, _ in COLUMNS]
     key_name = id_column if id_column not in base_names else "key"
     extra = [(p if p not in base_names and p != key_name else f"input_{p}") for p in passthrough]
-    fields = [pa.field(key_name if n == "key" else n, t) for n, t in COLUMNS]
-    fields += [pa.field(name, pa.string()) for name in extra]
-    schema = pa.schema(fields)
+    names = [key_name if n == "key" else n for n, _ in COLUMNS] + extra
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -207,21 +202,34 @@ def write_output(
         if suffix == ".csv":
             # The header as pyarrow writes it; the lines come whole from SQLite (see _select).
             with tmp.open("w", encoding="utf-8", newline="") as fh:
-                fh.write(",".join('"' + f.name.replace('"', '""') + '"' for f in schema) + "\n")
+                fh.write(",".join('"' + n.replace('"', '""') + '"' for n in names) + "\n")
                 for page in pages:
                     fh.write("\n".join(line for _, line in page))
                     fh.write("\n")
                     count += len(page)
         else:
-            with pq.ParquetWriter(str(tmp), schema) as writer:
-                for page in pages:
-                    columns = list(zip(*page, strict=True))[1:]  # drop row_index
-                    writer.write_table(pa.table(columns, schema=schema))
-                    count += len(page)
-                if count == 0:
-                    writer.write_table(schema.empty_table())
+            count = _write_parquet(tmp, names, pages, len(passthrough))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
+    return count
+
+
+def _write_parquet(
+    tmp: Path, names: list[str], pages: Iterator[list[tuple[Any, ...]]], n_extra: int
+) -> int:
+    import pyarrow as pa  # here, not at the top: a CSV output never needs pyarrow
+    import pyarrow.parquet as pq
+
+    types = [getattr(pa, t)() for _, t in COLUMNS] + [pa.string()] * n_extra
+    schema = pa.schema([pa.field(n, t) for n, t in zip(names, types, strict=True)])
+    count = 0
+    with pq.ParquetWriter(str(tmp), schema) as writer:
+        for page in pages:
+            columns = list(zip(*page, strict=True))[1:]  # drop row_index
+            writer.write_table(pa.table(columns, schema=schema))
+            count += len(page)
+        if count == 0:
+            writer.write_table(schema.empty_table())
     return count

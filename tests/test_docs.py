@@ -13,7 +13,13 @@ from batchgen.cli import main
 from batchgen.settings_doc import SETTINGS_DOC
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-COMMANDS = sorted(main.commands)
+COMMANDS = main.list_commands(click.Context(main))
+
+
+def command(name: str) -> click.Command:
+    found = main.get_command(click.Context(main), name)
+    assert found is not None
+    return found
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -26,11 +32,11 @@ def test_every_command_help_has_a_summary_and_an_example(name: str) -> None:
     result = CliRunner().invoke(main, [name, "--help"])
     assert result.exit_code == 0
     assert "Example" in result.output
-    assert main.commands[name].get_short_help_str()
+    assert command(name).get_short_help_str()
 
 
 def test_every_run_flag_is_in_the_readme() -> None:
-    run = main.commands["run"]
+    run = command("run")
     flags = {
         opt
         for p in run.params

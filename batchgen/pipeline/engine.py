@@ -13,10 +13,9 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchgen import journal as J
-from batchgen.client import RivyaClient
 from batchgen.control import PollScheduler
 from batchgen.errors import (
     ApiError,
@@ -31,6 +30,9 @@ from batchgen.errors import (
 from batchgen.pipeline.plan import canonical_json, idempotency_key, request_body
 from batchgen.pipeline.upload import RowFailure, Uploader
 from batchgen.records import Task
+
+if TYPE_CHECKING:
+    from batchgen.client import RivyaClient
 
 # Why a run stopped submitting early (exit code 3), besides signals.
 STOP_AUTH = "auth"

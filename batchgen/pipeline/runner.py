@@ -17,14 +17,12 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchgen import journal as J
 from batchgen.catalog import Catalog
-from batchgen.client import RivyaClient
 from batchgen.config import Settings
 from batchgen.control import PollScheduler, RequestBudget
-from batchgen.download import Downloader
 from batchgen.errors import AuthError, UsageError
 from batchgen.lock import JobLock
 from batchgen.manifest import Manifest
@@ -33,6 +31,9 @@ from batchgen.pipeline import plan as P
 from batchgen.pipeline.engine import STOP_AUTH, STOP_CREDITS, STOP_SIGNAL, CreditGovernor, Engine
 from batchgen.pipeline.upload import Uploader
 from batchgen.progress import Reporter
+
+if TYPE_CHECKING:
+    from batchgen.client import RivyaClient
 
 EXIT_OK = 0
 EXIT_ROWS_FAILED = 1
@@ -68,6 +69,7 @@ class RunResult:
     exit_code: int
     outcome: str
     summary: dict[str, Any]
+    totals: J.ScanTotals | None = None  # of the scan at the end, when the run counted them
 
 
 def scan_manifest(
@@ -236,6 +238,8 @@ def demo_sim_options() -> dict[str, Any]:
 
 
 def make_client(settings: Settings, base_url: str, api_key: Any) -> RivyaClient:
+    from batchgen.client import RivyaClient  # here: a run with nothing to send never needs it
+
     budget = RequestBudget(max_in_flight=settings.max_requests_in_flight, max_rate=settings.rate)
     return RivyaClient(
         base_url, api_key, budget=budget, max_connections=settings.max_requests_in_flight + 8
@@ -274,10 +278,13 @@ async def run_job(
                 message=f"... and {more} more invalid rows: see error_field and "
                 f"error_message in {settings.output}",
             )
-        async with api_endpoint(settings) as (base_url, api_key):
-            result = await _work(
-                settings, reporter, catalog, journal, run_id, scan, base_url, api_key
-            )
+        if scan.actions[P.SUBMIT] or scan.actions[P.RESUME] or settings.download_dir:
+            async with api_endpoint(settings) as (base_url, api_key):
+                result = await _work(
+                    settings, reporter, catalog, journal, run_id, scan, base_url, api_key
+                )
+        else:  # nothing to send: no client, not one request
+            result = _completed(journal, scan)
         written = write_output(
             journal,
             settings.output,
@@ -285,7 +292,7 @@ async def run_job(
             passthrough=settings.passthrough,
             current_run=run_id,
         )
-        summary = summarize(journal, run_id, scan, reporter, started)
+        summary = summarize(journal, run_id, scan, reporter, started, result.totals)
         http = result.summary.get("http")
         if http:
             summary["http"] = http
@@ -378,6 +385,8 @@ async def _drive(
     )
     downloader = None
     if settings.download_dir is not None:
+        from batchgen.download import Downloader
+
         downloader = Downloader(
             client,
             journal,
@@ -438,9 +447,14 @@ async def _drive(
             " raise the cap and run again",
         )
         return RunResult(EXIT_STOPPED, "budget_reached", {})
+    return _completed(journal, scan)
+
+
+def _completed(journal: J.Journal, scan: ScanResult) -> RunResult:
+    """A run that went to the end: exit 0 when every row of the scan succeeded, else 1."""
     totals = journal.totals(scan.scan_id)
     ok = totals.by_state.get(J.SUCCEEDED, 0) == totals.rows
-    return RunResult(EXIT_OK if ok else EXIT_ROWS_FAILED, "completed", {})
+    return RunResult(EXIT_OK if ok else EXIT_ROWS_FAILED, "completed", {}, totals)
 
 
 def _block_rest(journal: J.Journal, scan_id: int, code: str, message: str) -> None:
@@ -475,9 +489,14 @@ class _signals:
 
 
 def summarize(
-    journal: J.Journal, run_id: int, scan: ScanResult, reporter: Reporter, started: float
+    journal: J.Journal,
+    run_id: int,
+    scan: ScanResult,
+    reporter: Reporter,
+    started: float,
+    totals: J.ScanTotals | None = None,
 ) -> dict[str, Any]:
-    totals = journal.totals(scan.scan_id)
+    totals = totals or journal.totals(scan.scan_id)
     downloads: dict[str, int] = dict(totals.downloads)
     done, failed = reporter.counts["downloaded"], reporter.counts["download_failed"]
     if done or failed or downloads["downloaded"] or downloads["failed"]:

@@ -10,13 +10,15 @@ import asyncio
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchgen import journal as J
 from batchgen.catalog import Catalog
-from batchgen.client import RivyaClient
 from batchgen.errors import BatchgenError
 from batchgen.filetypes import kind_of_mime, sniff_mime
+
+if TYPE_CHECKING:
+    from batchgen.client import RivyaClient
 
 DEFAULT_MAX_BYTES = 10_000_000
 
