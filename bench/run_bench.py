@@ -17,7 +17,8 @@ Scenarios:
 - ``overhead``: no rate limit, near-zero latency: client CPU per row, rows/s, and the
   simulator's own CPU (on a 2-core machine the simulator shares the CPUs with the client).
 - ``scale``: 50,000 and 200,000 rows against a fast simulator: peak RSS of each, then the
-  200,000-row job run again with nothing left to do.
+  200,000-row job run again three times with nothing left to do, and once more after 20 of its
+  rows were edited.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from harness import (
 HERE = Path(__file__).resolve().parent
 RL = {"rate": 100, "latency": 3.0, "latency_sigma": 0.4, "queue_time": 0.2, "seed": 1}
 FAST = {"rate": 0, "latency": 0.005, "queue_time": 0.0, "seed": 1}
+RERUNS = 3  # re-runs of the finished scale job with nothing to do
+EDITED_ROWS = 20  # then rows edited in place before one more re-run
 
 
 def figures(name: str, m: Any, rows: int, delta: dict[str, Any], sim_cpu: float) -> dict[str, Any]:
@@ -154,21 +157,48 @@ def scale(work: Path, sizes: list[int]) -> dict[str, Any]:
         results["runs"].append(r)
         big = rows
     assert big is not None
-    # The biggest job again, nothing left to do (same journal; any simulator will do).
+    # The biggest job again, nothing left to do (same journal; any simulator will do), three
+    # times: this machine is noisy, and the first re-run also checkpoints the run's WAL.
     folder = work / f"scale_{big}"
+    reruns = []
+    for i in range(RERUNS):
+        with Simulator(**FAST) as sim:
+            before = sim.ledger()
+            m = run_batchgen(folder / "job.toml", sim)
+            delta = ledger_delta(before, sim.ledger())
+        reruns.append(figures(f"batchgen (re-run {i + 1})", m, big, delta, 0.0))
+    results["reruns"] = reruns
+    walls = [r["wall_s"] for r in reruns]
+    # Then the cron case: a few rows edited in place, everything else unchanged.
+    edited = edit_rows(folder / "manifest.csv", EDITED_ROWS)
     with Simulator(**FAST) as sim:
         before = sim.ledger()
         m = run_batchgen(folder / "job.toml", sim)
         delta = ledger_delta(before, sim.ledger())
-    rerun = figures("batchgen (re-run)", m, big, delta, 0.0)
-    results["rerun"] = rerun
+    results["rerun_edited"] = {**figures("batchgen (edited)", m, big, delta, 0.0), "edited": edited}
     peaks = [r["client_peak_rss_mb"] for r in results["runs"]]
-    goals = {"peak RSS < 500 MB": max(peaks) < 500, "re-run < 10 s": rerun["wall_s"] < 10}
+    goals = {
+        "peak RSS < 500 MB": max(peaks) < 500,
+        f"re-run < 10 s (each of {RERUNS})": max(walls) < 10,
+        "edited re-run sends only the edited rows": delta["tasks_created"] == edited,
+    }
     if len(peaks) >= 2:
         results["rss_growth"] = round(peaks[-1] / peaks[0], 3)
         goals["RSS flat (largest <= 1.2 x smallest)"] = peaks[-1] <= 1.2 * peaks[0]
     results["goals"] = goals
     return results
+
+
+def edit_rows(manifest: Path, count: int) -> int:
+    """Change the prompt of ``count`` rows spread over the manifest; return how many changed."""
+    lines = manifest.read_text(encoding="utf-8").splitlines(keepends=True)
+    rows = len(lines) - 1
+    count = min(count, rows)
+    for n in range(count):
+        at = 1 + n * rows // count
+        lines[at] = lines[at].replace("studio photo", "edited studio photo", 1)
+    manifest.write_text("".join(lines), encoding="utf-8")
+    return count
 
 
 def git_head() -> str:

@@ -44,7 +44,9 @@ def test_bench_suite_runs_on_a_few_rows(tmp_path: Path) -> None:
         assert rl[side]["by_status"] == {"succeeded": 20}, rl[side]
         assert rl[side]["tasks_created"] == 20
         assert rl[side]["per_row"]["submit"] >= 1.0
-    assert report["scale"]["rerun"]["tasks_created"] == 0
+    assert [r["tasks_created"] for r in report["scale"]["reruns"]] == [0, 0, 0]
+    edited = report["scale"]["rerun_edited"]
+    assert edited["edited"] > 0 and edited["tasks_created"] == edited["edited"]
     assert [r["by_status"] for r in report["scale"]["runs"]] == [
         {"succeeded": 20},
         {"succeeded": 30},
