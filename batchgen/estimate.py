@@ -114,27 +114,35 @@ def estimate(
     """Plan the job offline and price it (no network here; see :func:`fetch_balance`)."""
     catalog = catalog or Catalog.default()
     journal = J.Journal(settings.journal, readonly=True) if settings.journal.exists() else None
-    refs: dict[str, int] = {}
-    remote: set[str] = set()
+    distinct = P.KeySet()  # the references counted so far (on disk: any number of rows)
+    files = remote = reference_bytes = cached = 0
     rows_by_model: Counter[str] = Counter()
     writer = _RowWriter(out) if out is not None else None
 
     def on_plans(plans: list[P.RowPlan]) -> None:
+        nonlocal files, remote, reference_bytes, cached
+        sizes: dict[str, int] = {}
+        urls: list[str] = []
         for p in plans:
             if p.action != P.SUBMIT:
                 continue
             rows_by_model[p.spec.model or ""] += 1
             if p.ref is not None:
                 if p.ref.sha256:
-                    refs[p.ref.sha256] = p.ref.size or 0
+                    sizes[p.ref.sha256] = p.ref.size or 0
                 else:
-                    remote.add(p.ref.source)
+                    urls.append("url:" + p.ref.source)
+        new = distinct.add_new(list(sizes))
+        files += len(new)
+        reference_bytes += sum(sizes[sha] for sha in new)
+        if journal is not None and new:
+            cached += len(journal.cached_upload_shas(new))
+        remote += len(distinct.add_new(urls))
         if writer is not None:
             writer.write(plans)
 
     try:
         scan = scan_manifest(settings, catalog, journal, 0, on_plans=on_plans, record=False)
-        cached = len(journal.cached_upload_shas(refs)) if journal is not None and refs else 0
         history = journal.durations(2000) if journal is not None else []
         rates = (
             [(r["summary"] or {}).get("request_rate") for r in journal.last_runs(10)]
@@ -142,6 +150,7 @@ def estimate(
             else []
         )
     finally:
+        distinct.close()
         if writer is not None:
             writer.close()
         if journal is not None:
@@ -155,15 +164,15 @@ def estimate(
     est.credits = scan.cost_to_submit
     est.credits_by_model = dict(sorted(scan.cost_by_model.items()))
     est.rows_by_model = dict(sorted(rows_by_model.items()))
-    est.unique_reference_files = len(refs)
-    est.reference_bytes = sum(refs.values())
+    est.unique_reference_files = files
+    est.reference_bytes = reference_bytes
     est.references_cached = cached
-    est.remote_references = len(remote)
+    est.remote_references = remote
     est.invalid_examples = scan.invalid_messages
     seen_rates = [r for r in rates if r]
     est.duration_seconds, est.duration_basis = duration_range(
         scan.actions[P.SUBMIT],
-        len(refs) - cached + len(remote),
+        files - cached + remote,
         [s for _, s in history],
         seen_rates,
         settings.rate,

@@ -107,6 +107,12 @@ def format_status(s: dict[str, Any]) -> str:
 def export(settings: Settings, out: Path) -> int:
     """Write the output table from the journal to ``out``; return the number of rows."""
     with open_journal(settings) as journal:
+        # ``generated`` as the latest run wrote it (or is writing it): this_run marks its results.
+        latest = journal.db.execute("SELECT MAX(id) FROM runs WHERE mode = 'run'").fetchone()[0]
         return write_output(
-            journal, out, id_column=settings.id_column, passthrough=settings.passthrough
+            journal,
+            out,
+            id_column=settings.id_column,
+            passthrough=settings.passthrough,
+            current_run=latest,
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from jobkit import copy_sample, product_rows, read_output, run, simple_job
+from jobkit import cli, copy_sample, product_rows, read_output, run, simple_job
 
 from batchgen import journal as J
 from batchgen.catalog import Catalog
@@ -227,6 +227,9 @@ async def test_rerun_of_a_finished_job_writes_no_row_and_keeps_everything(
     pd.testing.assert_frame_equal(first[same], second[same])
     assert result.summary["by_status"] == {"invalid": 2, "succeeded": 18}
     assert result.summary["kept"] == 18
+    exported = tmp_path / "exported.csv"
+    assert cli("export", str(job), "--out", str(exported)).returncode == 0
+    assert exported.read_bytes() == out.read_bytes()  # the same table the run wrote
 
 
 async def test_rescan_follows_rows_leaving_moving_and_coming_back(tmp_path: Path) -> None:

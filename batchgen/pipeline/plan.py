@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import stat
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,11 +170,13 @@ def resolve_reference(cell: str, base_dir: Path) -> Path:
 
 
 class ReferenceChecker:
-    """Checks reference cells on disk; remembers files already hashed (by path, size, mtime)."""
+    """Checks reference cells on disk; remembers the files hashed last (by path, size, mtime)."""
+
+    CACHE_SIZE = 4096  # files: rows that share a photo are usually near each other
 
     def __init__(self, base_dir: Path) -> None:
         self.base_dir = base_dir
-        self._cache: dict[tuple[str, int, int], tuple[str, str | None]] = {}
+        self._cache: OrderedDict[tuple[str, int, int], tuple[str, str | None]] = OrderedDict()
 
     def check(self, cell: str, column: str) -> tuple[RefCheck | None, Violation | None]:
         if is_url(cell):
@@ -193,7 +196,9 @@ class ReferenceChecker:
                 )
             cache_key = (str(path), st.st_size, st.st_mtime_ns)
             cached = self._cache.get(cache_key)
-            if cached is None:
+            if cached is not None:
+                self._cache.move_to_end(cache_key)
+            else:
                 digest = hashlib.sha256()
                 with path.open("rb") as fh:
                     head = fh.read(HEAD_BYTES)
@@ -202,6 +207,8 @@ class ReferenceChecker:
                         digest.update(chunk)
                 cached = (digest.hexdigest(), sniff_mime(head))
                 self._cache[cache_key] = cached
+                if len(self._cache) > self.CACHE_SIZE:
+                    self._cache.popitem(last=False)
         except FileNotFoundError:
             return None, Violation(
                 column,
@@ -216,6 +223,44 @@ class ReferenceChecker:
         sha, mime = cached
         kind = kind_of_mime(mime) if mime else None
         return RefCheck(cell, path, None, st.st_size, mime, kind, sha), None
+
+
+class KeySet:
+    """A set of row keys kept on disk, in a private temporary SQLite database that is deleted
+    when closed, so that finding duplicate keys costs no memory however long the manifest."""
+
+    def __init__(self) -> None:
+        self._db: sqlite3.Connection | None = None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = sqlite3.connect("", isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=OFF")
+            self._db.execute("CREATE TABLE keys (key TEXT PRIMARY KEY) WITHOUT ROWID")
+        return self._db
+
+    def present(self, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` that were added before."""
+        if not keys:
+            return set()
+        sql = "SELECT key FROM keys WHERE key IN (SELECT value FROM json_each(?))"
+        return {r[0] for r in self._conn().execute(sql, (json.dumps(keys),))}
+
+    def add(self, keys: Sequence[str]) -> None:
+        if keys:
+            sql = "INSERT OR IGNORE INTO keys SELECT value FROM json_each(?)"
+            self._conn().execute(sql, (json.dumps(keys),))
+
+    def add_new(self, keys: Sequence[str]) -> set[str]:
+        """Add ``keys``; return those that were not there before."""
+        new = set(keys) - self.present(keys)
+        self.add(sorted(new))
+        return new
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
 
 class Planner:
@@ -241,7 +286,7 @@ class Planner:
         self.param_columns = dict(param_columns)
         self.journal = journal
         self.retry_failed = retry_failed
-        self.seen: set[str] = set()
+        self.keys = KeySet()  # the keys of earlier batches, to find duplicates
         self._digest_base = None
         if context is not None and journal is not None:
             seed = "\x1e".join((DIGEST_VERSION, FINGERPRINT_VERSION, str(base_dir), context))
@@ -277,9 +322,12 @@ class Planner:
         (or, without ``--retry-failed``, an earlier failure) without mapping the row again.
         """
         journal = self.journal
-        if journal is None:
-            return [self._plan(row, None) for row in rows]
         keys = [r.key for r in rows if r.key]
+        earlier = self.keys.present(keys)
+        self.keys.add(keys)
+        taken = set(earlier)  # keys owned by an earlier row: grows in manifest order below
+        if journal is None:
+            return [self._plan(row, None, taken) for row in rows]
         brief = journal.get_rows(keys, BRIEF_COLUMNS)
         # First pass: the digest of every row, and which rows the fast path decides. Only the
         # first row of a key can be kept; a later one is a duplicate, found by _plan in order.
@@ -296,7 +344,7 @@ class Planner:
                     digest is not None
                     and prev["scan_digest"] == digest
                     and key not in claimed
-                    and key not in self.seen
+                    and key not in earlier
                 ):
                     state = prev["state"]
                     fast = state == J.SUCCEEDED or (state == J.FAILED and not self.retry_failed)
@@ -309,11 +357,11 @@ class Planner:
         for row, digest, fast in decided:
             if fast:
                 prev = brief[row.key]
-                self.seen.add(row.key)
+                taken.add(row.key)
                 action = KEEP if prev["state"] == J.SUCCEEDED else KEEP_FAILED
                 plan = RowPlan(row, action, previous=prev, epoch=prev["epoch"], fast=True)
             else:
-                plan = self._plan(row, previous.get(row.key) if row.key else None)
+                plan = self._plan(row, previous.get(row.key) if row.key else None, taken)
             plan.digest = digest
             plans.append(plan)
         return plans
@@ -340,9 +388,12 @@ class Planner:
             )
         return h.digest()
 
-    def _plan(self, row: RawRow, prev: sqlite3.Row | None) -> RowPlan:
+    def close(self) -> None:
+        self.keys.close()
+
+    def _plan(self, row: RawRow, prev: sqlite3.Row | None, taken: set[str]) -> RowPlan:
         spec = row.spec()
-        if spec.key and spec.key in self.seen:
+        if spec.key and spec.key in taken:
             return RowPlan(
                 row,
                 DUPLICATE,
@@ -355,7 +406,7 @@ class Planner:
                 ],
             )
         if spec.key:
-            self.seen.add(spec.key)
+            taken.add(spec.key)
         violations = [self._located(v) for v in spec.problems]
         ref: RefCheck | None = None
         if spec.reference:

@@ -15,7 +15,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +51,7 @@ class ScanResult:
     actions: Counter[str] = field(default_factory=Counter)
     cost_to_submit: int = 0
     cost_by_model: Counter[str] = field(default_factory=Counter)
-    references: set[str] = field(default_factory=set)
+    references: int = 0  # distinct reference files (or URLs) of the rows to submit
     invalid_messages: list[str] = field(default_factory=list)
     retried: int = 0  # rows that failed before and are sent again (--retry-failed, or changed)
     retried_cost: int = 0
@@ -97,66 +97,69 @@ def scan_manifest(
     if journal is not None and recording:
         journal.db.execute("CREATE TEMP TABLE IF NOT EXISTS carried (key TEXT NOT NULL)")
         journal.db.execute("DELETE FROM temp.carried")
-    for batch in manifest.iter_raw_batches():
-        plans = planner.plan_batch(batch)
-        rows, extra, carried_keys = [], [], []
-        for plan in plans:
-            result.actions[plan.action] += 1
-            if plan.action == P.SUBMIT:
-                if plan.previous is not None and plan.previous["state"] == J.FAILED:
-                    result.retried += 1
-                    result.retried_cost += plan.cost
-                result.cost_to_submit += plan.cost
-                result.cost_by_model[plan.spec.model or ""] += plan.cost
-                if plan.ref is not None:
-                    result.references.add(plan.ref.sha256 or plan.ref.source)
-            if (
-                plan.action in (P.INVALID, P.DUPLICATE)
-                and len(result.invalid_messages) < keep_invalid
-            ):
-                result.invalid_messages.append(f"row {plan.spec.row_number}: {plan.reason}")
-            if not recording:
-                continue
-            if plan.action == P.DUPLICATE or (plan.action == P.INVALID and not plan.spec.key):
-                v = plan.violations[0]
-                extra.append(
-                    {
-                        "run_id": run_id,
-                        "row_index": plan.spec.index,
-                        "row_number": plan.spec.row_number,
-                        "key": plan.spec.key,
-                        "error_code": "duplicate_key"
-                        if plan.action == P.DUPLICATE
-                        else "invalid_input",
-                        "error_field": v.field,
-                        "error_message": plan.reason,
-                        "passthrough": P.canonical_json(plan.spec.passthrough),
-                    }
-                )
-                continue
-            row = P.plan_to_row(plan, run_id)
-            if (
-                len(row) == 2  # nothing to write but "seen"
-                and previous_scan is not None
-                and plan.previous is not None
-                and plan.previous["seen_run"] == previous_scan
-            ):
-                carried_keys.append(row["key"])
-            else:
-                rows.append(row)
-        if journal is not None and recording:
-            with journal.transaction():
-                journal.upsert_rows(rows)
-                if extra:
-                    journal.add_extra_rows(extra)
-                if carried_keys:
-                    journal.db.execute(
-                        "INSERT INTO temp.carried (key) SELECT value FROM json_each(?)",
-                        (json.dumps(carried_keys),),
+    distinct = P.KeySet()  # the references counted so far
+    with closing(planner), closing(distinct):
+        for batch in manifest.iter_raw_batches():
+            plans = planner.plan_batch(batch)
+            rows, extra, carried_keys, refs = [], [], [], []
+            for plan in plans:
+                result.actions[plan.action] += 1
+                if plan.action == P.SUBMIT:
+                    if plan.previous is not None and plan.previous["state"] == J.FAILED:
+                        result.retried += 1
+                        result.retried_cost += plan.cost
+                    result.cost_to_submit += plan.cost
+                    result.cost_by_model[plan.spec.model or ""] += plan.cost
+                    if plan.ref is not None:
+                        refs.append(plan.ref.sha256 or plan.ref.source)
+                if (
+                    plan.action in (P.INVALID, P.DUPLICATE)
+                    and len(result.invalid_messages) < keep_invalid
+                ):
+                    result.invalid_messages.append(f"row {plan.spec.row_number}: {plan.reason}")
+                if not recording:
+                    continue
+                if plan.action == P.DUPLICATE or (plan.action == P.INVALID and not plan.spec.key):
+                    v = plan.violations[0]
+                    extra.append(
+                        {
+                            "run_id": run_id,
+                            "row_index": plan.spec.index,
+                            "row_number": plan.spec.row_number,
+                            "key": plan.spec.key,
+                            "error_code": "duplicate_key"
+                            if plan.action == P.DUPLICATE
+                            else "invalid_input",
+                            "error_field": v.field,
+                            "error_message": plan.reason,
+                            "passthrough": P.canonical_json(plan.spec.passthrough),
+                        }
                     )
-            carried += len(carried_keys)
-        if on_plans is not None:
-            on_plans(plans)
+                    continue
+                row = P.plan_to_row(plan, run_id)
+                if (
+                    len(row) == 2  # nothing to write but "seen"
+                    and previous_scan is not None
+                    and plan.previous is not None
+                    and plan.previous["seen_run"] == previous_scan
+                ):
+                    carried_keys.append(row["key"])
+                else:
+                    rows.append(row)
+            result.references += len(distinct.add_new(refs))
+            if journal is not None and recording:
+                with journal.transaction():
+                    journal.upsert_rows(rows)
+                    if extra:
+                        journal.add_extra_rows(extra)
+                    if carried_keys:
+                        journal.db.execute(
+                            "INSERT INTO temp.carried (key) SELECT value FROM json_each(?)",
+                            (json.dumps(carried_keys),),
+                        )
+                carried += len(carried_keys)
+            if on_plans is not None:
+                on_plans(plans)
     if journal is not None and recording:
         result.scan_id = _finish_scan(journal, run_id, previous_scan, carried)
     return result
@@ -408,7 +411,7 @@ async def _drive(
         emit=reporter.emit,
         on_success=downloader.enqueue if downloader is not None else None,
     )
-    reporter.begin(to_submit, to_resume, uploads=len(scan.references))
+    reporter.begin(to_submit, to_resume, uploads=scan.references)
     got_signal: list[int] = []
     with _signals(engine, got_signal):
         try:
