@@ -159,6 +159,18 @@ class Measured:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+def _vm_hwm_kb(pid: int) -> int:
+    """The process's peak resident set so far (VmHWM, kB), or 0 if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def measure(args: list[str], env: dict[str, str], *, timeout: float = 1800) -> Measured:
     """Run ``args``; wall time, and CPU and peak RSS of that process alone (``os.wait4``)."""
     out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bg-bench-{os.getpid()}-{time.time_ns()}"
@@ -166,7 +178,9 @@ def measure(args: list[str], env: dict[str, str], *, timeout: float = 1800) -> M
         t0 = time.perf_counter()
         proc = subprocess.Popen(args, stdout=out, stderr=err, env=env, text=True)
         deadline = t0 + timeout
+        hwm = 0
         while True:
+            hwm = max(hwm, _vm_hwm_kb(proc.pid))
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -186,7 +200,10 @@ def measure(args: list[str], env: dict[str, str], *, timeout: float = 1800) -> M
         exit_code=proc.returncode,
         wall_seconds=wall,
         cpu_seconds=usage.ru_utime + usage.ru_stime,
-        peak_rss_mb=usage.ru_maxrss / 1024,
+        # ru_maxrss of a child counts the parent's RSS at fork (Linux keeps the high-water mark
+        # across exec), so a big benchmark process would show through: VmHWM, polled from
+        # /proc, is the child's own peak. ru_maxrss is the fallback where /proc is missing.
+        peak_rss_mb=(hwm or usage.ru_maxrss) / 1024,
         stdout=stdout,
         stderr=stderr,
     )
