@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import difflib
+import functools
 import json
 import math
 import string
@@ -116,7 +117,7 @@ class Template:
 
     parts: tuple[tuple[str, str | None], ...]  # (literal, column or None)
 
-    @property
+    @functools.cached_property
     def columns(self) -> tuple[str, ...]:
         """Columns used, in order of first use."""
         return tuple(dict.fromkeys(c for _, c in self.parts if c is not None))

@@ -5,16 +5,15 @@ Goal (issue "batchgen estimate"): under a minute, peak memory under 1 GB.
     python bench/estimate_1m.py [--rows 1000000] [--workdir /tmp/bg-bench-estimate]
 
 Makes the manifest once (kept in --workdir), then runs the CLI in a subprocess and reports wall
-time and the child's peak RSS (getrusage). Not run in CI.
+time and the child's own peak RSS (VmHWM, see harness.measure). Not run in CI.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+
+from harness import measure  # noqa: E402
 
 
 def make_manifest(path: Path, rows: int) -> None:
@@ -85,25 +87,19 @@ path = "out/results.parquet"
 """,
         encoding="utf-8",
     )
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "batchgen", "estimate", str(job), "--json"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    wall = time.perf_counter() - start
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if proc.returncode not in (0, 1):
-        sys.exit(f"estimate failed ({proc.returncode}): {proc.stderr}")
-    est = json.loads(proc.stdout)
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    m = measure([sys.executable, "-m", "batchgen", "estimate", str(job), "--json"], env)
+    wall = m.wall_seconds
+    if m.exit_code not in (0, 1):
+        sys.exit(f"estimate failed ({m.exit_code}): {m.stderr}")
+    est = json.loads(m.stdout)
     print(
         json.dumps(
             {
                 "rows": args.rows,
                 "manifest_seconds_to_make": round(made, 1),
                 "estimate_wall_seconds": round(wall, 1),
-                "estimate_peak_rss_mb": round(peak_kb / 1024, 1),
+                "estimate_peak_rss_mb": round(m.peak_rss_mb, 1),
                 "rows_per_second": round(args.rows / wall),
                 "credits": est["credits"],
                 "decisions": est["decisions"],
