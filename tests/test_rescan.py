@@ -175,6 +175,28 @@ def test_fast_path_decides_exactly_what_full_planning_decides(tmp_path: Path, ed
         assert not any(d[4] for d in fast)
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_fast_path_in_parquet_and_jsonl_manifests(tmp_path: Path, fmt: str) -> None:
+    job = copy_sample(tmp_path)
+    table = pd.read_csv(tmp_path / "sample" / "catalog.csv", dtype=str, keep_default_na=False)
+    if fmt == "jsonl":
+        table.to_json(tmp_path / "sample" / "catalog.jsonl", orient="records", lines=True)
+    else:
+        table.to_parquet(tmp_path / "sample" / "catalog.parquet", index=False)
+    _edit_job("sample/catalog.csv", f"sample/catalog.{fmt}")(tmp_path)
+    _record_finished(job)
+    fast = _decisions(job, fast=True)
+    assert [d[:4] for d in fast] == [d[:4] for d in _decisions(job, fast=False)]
+    assert sum(d[4] for d in fast) == 18  # every kept row took the fast path
+    if fmt == "jsonl":  # a changed cell is noticed in JSONL too
+        lines = (tmp_path / "sample" / "catalog.jsonl").read_text().splitlines()
+        lines[1] = lines[1].replace('"kitchen"', '"garden"')
+        (tmp_path / "sample" / "catalog.jsonl").write_text("\n".join(lines) + "\n")
+        fast = _decisions(job, fast=True)
+        assert [d[:4] for d in fast] == [d[:4] for d in _decisions(job, fast=False)]
+        assert sum(d[4] for d in fast) == 17
+
+
 def test_fast_path_agrees_after_random_cell_edits(tmp_path: Path) -> None:
     """Many small edits at once, chosen by a seeded generator: still the same decisions."""
     import random
