@@ -283,6 +283,61 @@ class Journal:
         sql = f"SELECT {columns} FROM rows WHERE key IN (SELECT value FROM json_each(?))"
         return {r["key"]: r for r in self.db.execute(sql, (json.dumps(keys),))}
 
+    # -- scans ----------------------------------------------------------------------------------
+    #
+    # A scan marks the rows it finds with its id (``seen_run``). Rows the previous scan saw and
+    # that need no change are "carried": not written, only listed in a temporary table, so that
+    # re-scanning an unchanged manifest costs no write per row.
+
+    def start_scan(self) -> int | None:
+        """Begin recording a scan; return the previous scan's id (None for the first)."""
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS carried (key TEXT NOT NULL)")
+        self.db.execute("DELETE FROM temp.carried")
+        return self.last_scan_run()
+
+    def carry(self, keys: Sequence[str]) -> None:
+        """Rows found again by this scan that keep the previous scan's id for now."""
+        if keys:
+            self.db.execute(
+                "INSERT INTO temp.carried (key) SELECT value FROM json_each(?)", (json.dumps(keys),)
+            )
+
+    def finish_scan(self, run_id: int, previous_scan: int | None, carried: int) -> int:
+        """Give every row of the scan one id and record it as the latest scan; return the id.
+
+        Rows written by the scan carry ``run_id``; carried rows still carry ``previous_scan``.
+        When every row of the previous scan was carried, whichever group is smaller moves to the
+        other's id; otherwise (rows left the manifest) the carried rows move to ``run_id``.
+        """
+        with self.transaction():
+            scan_id = run_id
+            if previous_scan is not None and carried:
+                db = self.db
+                left = db.execute(
+                    "SELECT COUNT(*) FROM rows WHERE seen_run = ?", (previous_scan,)
+                ).fetchone()[0]
+                written = db.execute(
+                    "SELECT COUNT(*) FROM rows WHERE seen_run = ?", (run_id,)
+                ).fetchone()[0]
+                if left == carried and written < carried:
+                    db.execute(
+                        "UPDATE rows SET seen_run = ? WHERE seen_run = ?", (previous_scan, run_id)
+                    )
+                    db.execute("DELETE FROM extra_rows WHERE run_id = ?", (previous_scan,))
+                    db.execute(
+                        "UPDATE extra_rows SET run_id = ? WHERE run_id = ?",
+                        (previous_scan, run_id),
+                    )
+                    scan_id = previous_scan
+                else:
+                    db.execute(
+                        "UPDATE rows SET seen_run = ? WHERE key IN (SELECT key FROM temp.carried)",
+                        (run_id,),
+                    )
+            self.db.execute("DELETE FROM temp.carried")
+            self.set_meta("last_scan_run", str(scan_id))
+        return scan_id
+
     def get_row(self, key: str) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM rows WHERE key = ?", (key,)).fetchone()
 

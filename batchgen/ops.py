@@ -108,11 +108,11 @@ def export(settings: Settings, out: Path) -> int:
     """Write the output table from the journal to ``out``; return the number of rows."""
     with open_journal(settings) as journal:
         # ``generated`` as the latest run wrote it (or is writing it): this_run marks its results.
-        latest = journal.db.execute("SELECT MAX(id) FROM runs WHERE mode = 'run'").fetchone()[0]
+        latest = journal.last_runs(1)
         return write_output(
             journal,
             out,
             id_column=settings.id_column,
             passthrough=settings.passthrough,
-            current_run=latest,
+            current_run=latest[0]["id"] if latest else None,
         )

@@ -323,8 +323,7 @@ class Planner:
         """
         journal = self.journal
         keys = [r.key for r in rows if r.key]
-        earlier = self.keys.present(keys)
-        self.keys.add(keys)
+        earlier = set(keys) - self.keys.add_new(keys)
         taken = set(earlier)  # keys owned by an earlier row: grows in manifest order below
         if journal is None:
             return [self._plan(row, None, taken) for row in rows]

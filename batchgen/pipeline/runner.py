@@ -9,7 +9,6 @@ not affordable); 4 another run of the job holds the lock; 130/143 interrupted by
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -56,7 +55,7 @@ class ScanResult:
     retried: int = 0  # rows that failed before and are sent again (--retry-failed, or changed)
     retried_cost: int = 0
     # The id the rows of this scan carry in the journal (``rows.seen_run``): the run's own id,
-    # or the previous scan's when that costs fewer writes (see _finish_scan).
+    # or the previous scan's when that costs fewer writes (see Journal.finish_scan).
     scan_id: int = 0
 
     @property
@@ -91,12 +90,9 @@ def scan_manifest(
     manifest = Manifest.open(settings, catalog)
     planner = make_planner(settings, catalog, manifest, journal)
     result = ScanResult(scan_id=run_id)
-    recording = journal is not None and record
-    previous_scan = journal.last_scan_run() if journal is not None and recording else None
+    recorder = journal if record else None  # the journal the plans are written to, if any
+    previous_scan = recorder.start_scan() if recorder is not None else None
     carried = 0
-    if journal is not None and recording:
-        journal.db.execute("CREATE TEMP TABLE IF NOT EXISTS carried (key TEXT NOT NULL)")
-        journal.db.execute("DELETE FROM temp.carried")
     distinct = P.KeySet()  # the references counted so far
     with closing(planner), closing(distinct):
         for batch in manifest.iter_raw_batches():
@@ -117,7 +113,7 @@ def scan_manifest(
                     and len(result.invalid_messages) < keep_invalid
                 ):
                     result.invalid_messages.append(f"row {plan.spec.row_number}: {plan.reason}")
-                if not recording:
+                if recorder is None:
                     continue
                 if plan.action == P.DUPLICATE or (plan.action == P.INVALID and not plan.spec.key):
                     v = plan.violations[0]
@@ -147,21 +143,17 @@ def scan_manifest(
                 else:
                     rows.append(row)
             result.references += len(distinct.add_new(refs))
-            if journal is not None and recording:
-                with journal.transaction():
-                    journal.upsert_rows(rows)
+            if recorder is not None:
+                with recorder.transaction():
+                    recorder.upsert_rows(rows)
                     if extra:
-                        journal.add_extra_rows(extra)
-                    if carried_keys:
-                        journal.db.execute(
-                            "INSERT INTO temp.carried (key) SELECT value FROM json_each(?)",
-                            (json.dumps(carried_keys),),
-                        )
+                        recorder.add_extra_rows(extra)
+                    recorder.carry(carried_keys)
                 carried += len(carried_keys)
             if on_plans is not None:
                 on_plans(plans)
-    if journal is not None and recording:
-        result.scan_id = _finish_scan(journal, run_id, previous_scan, carried)
+    if recorder is not None:
+        result.scan_id = recorder.finish_scan(run_id, previous_scan, carried)
     return result
 
 
@@ -185,42 +177,6 @@ def make_planner(
         retry_failed=settings.retry_failed,
         context=manifest.context() if fast else None,
     )
-
-
-def _finish_scan(journal: J.Journal, run_id: int, previous_scan: int | None, carried: int) -> int:
-    """Give every row of the scan one id and record it as the latest scan; return the id.
-
-    Rows written by the scan carry ``run_id``; carried rows still carry ``previous_scan``. When
-    every row of the previous scan was carried, whichever group is smaller moves to the other's
-    id; otherwise (rows left the manifest) the carried rows move to ``run_id``.
-    """
-    with journal.transaction():
-        scan_id = run_id
-        if previous_scan is not None and carried:
-            db = journal.db
-            left = db.execute(
-                "SELECT COUNT(*) FROM rows WHERE seen_run = ?", (previous_scan,)
-            ).fetchone()[0]
-            written = db.execute(
-                "SELECT COUNT(*) FROM rows WHERE seen_run = ?", (run_id,)
-            ).fetchone()[0]
-            if left == carried and written < carried:
-                db.execute(
-                    "UPDATE rows SET seen_run = ? WHERE seen_run = ?", (previous_scan, run_id)
-                )
-                db.execute("DELETE FROM extra_rows WHERE run_id = ?", (previous_scan,))
-                db.execute(
-                    "UPDATE extra_rows SET run_id = ? WHERE run_id = ?", (previous_scan, run_id)
-                )
-                scan_id = previous_scan
-            else:
-                db.execute(
-                    "UPDATE rows SET seen_run = ? WHERE key IN (SELECT key FROM temp.carried)",
-                    (run_id,),
-                )
-        journal.db.execute("DELETE FROM temp.carried")
-        journal.set_meta("last_scan_run", str(scan_id))
-    return scan_id
 
 
 @asynccontextmanager
