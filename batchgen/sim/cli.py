@@ -131,6 +131,13 @@ _D = SimConfig()
     help="Long side of result images, pixels.",
 )
 @click.option(
+    "--media-delay",
+    default=_D.media_delay,
+    show_default=True,
+    type=float,
+    help="Seconds before a result image is served.",
+)
+@click.option(
     "--api-key", default=_D.api_key, help="Use this key (rvya_sk_...) instead of a new one."
 )
 @click.option("--seed", default=_D.seed, type=int, help="Seed of every random choice.")
@@ -156,6 +163,7 @@ def sim_command(
     create_status: str,
     insufficient_status: int,
     image_long_side: int,
+    media_delay: float,
     api_key: str | None,
     seed: int | None,
     access_log: bool,
@@ -187,6 +195,7 @@ def sim_command(
         slow_rate=slow_rate,
         slow_seconds=slow_seconds,
         image_long_side=image_long_side,
+        media_delay=media_delay,
         api_key=api_key,
         seed=seed,
     )
