@@ -22,11 +22,14 @@ from batchgen.errors import BatchgenError, UsageError
 from batchgen.lock import LockHeld
 from batchgen.pipeline.runner import EXIT_LOCKED, EXIT_USAGE
 from batchgen.progress import Reporter
-from batchgen.settings_doc import SETTINGS_DOC
+from batchgen.settings_doc import DOC_BY_FIELD, SETTINGS_DOC
 
-# Run flags come from the settings table, so the table, --help and README cannot drift apart.
-_SKIP_FLAGS = {"dry_run", "retry_failed", "simulate", "quiet", "params"}
+# Run flags come from the settings table, so the table, --help and README cannot drift apart:
+# every flag's help ends with the table's default (tests/test_docs.py compares them, value by
+# value). dry_run and retry_failed are added by the commands that have them, with their own text.
+_SKIP_FLAGS = {"dry_run", "retry_failed"}
 _BOOL_FIELDS = {"allow_partial", "retry_failed", "dry_run", "simulate", "quiet"}
+_SHORT_FLAGS = {"quiet": "-q"}
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -34,37 +37,37 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
     sys.exit(code)
 
 
+def setting_help(name: str, text: str | None = None) -> str:
+    """Help of setting ``name``'s flag: ``text`` (default: its meaning), default, variable."""
+    doc = DOC_BY_FIELD[name]
+    env = f" [env: {doc.env}]" if doc.env else ""
+    return f"{text or doc.meaning} Default: {doc.default}.{env}"
+
+
 def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add one option per setting that has a flag (see config.SETTINGS_DOC)."""
+    """Add one option per setting that has a flag (see settings_doc.SETTINGS_DOC)."""
     for doc in reversed(SETTINGS_DOC):
         if not doc.flag or not doc.flag.startswith("--") or doc.field in _SKIP_FLAGS:
             continue
-        env = f" [env: {doc.env}]" if doc.env else ""
-        help_text = f"{doc.meaning} Default: {doc.default}.{env}"
+        flag = doc.flag.split()[0]
+        names = [n for n in (_SHORT_FLAGS.get(doc.field), flag) if n]
         if doc.field in _BOOL_FIELDS:
-            func = click.option(doc.flag, doc.field, is_flag=True, default=None, help=help_text)(
-                func
+            option = click.option(
+                *names, doc.field, is_flag=True, default=None, help=setting_help(doc.field)
+            )
+        elif doc.field == "params":
+            option = click.option(
+                *names,
+                doc.field,
+                multiple=True,
+                metavar="KEY=VALUE",
+                help=setting_help(doc.field, doc.meaning + " Repeatable."),
             )
         else:
-            func = click.option(doc.flag, doc.field, default=None, metavar="VALUE", help=help_text)(
-                func
+            option = click.option(
+                *names, doc.field, default=None, metavar="VALUE", help=setting_help(doc.field)
             )
-    func = click.option(
-        "--param",
-        "params",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Default param for every row (repeatable).",
-    )(func)
-    func = click.option(
-        "--simulate",
-        is_flag=True,
-        default=None,
-        help="Run against an in-process simulator of the API (no key, no credits spent).",
-    )(func)
-    func = click.option("-q", "--quiet", is_flag=True, default=None, help="Only errors on stderr.")(
-        func
-    )
+        func = option(func)
     return func
 
 
@@ -139,14 +142,16 @@ def main() -> None:
     "dry_run",
     is_flag=True,
     default=None,
-    help="Same as `batchgen estimate`: validate and price, send nothing.",
+    help=setting_help("dry_run", "Same as `batchgen estimate`: validate and price, send nothing."),
 )
 @click.option(
     "--retry-failed",
     "retry_failed",
     is_flag=True,
     default=None,
-    help="Resubmit rows that failed in earlier runs (new tasks: costs credits).",
+    help=setting_help(
+        "retry_failed", "Resubmit rows that failed in earlier runs (new tasks: costs credits)."
+    ),
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option(
@@ -200,7 +205,7 @@ def run(job: str | None, as_json: bool, download_alias: str | None, **flags: Any
     "retry_failed",
     is_flag=True,
     default=None,
-    help="Price resubmitting rows that failed before.",
+    help=setting_help("retry_failed", "Price resubmitting rows that failed before."),
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON on stdout.")
 @click.option(

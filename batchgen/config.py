@@ -32,7 +32,7 @@ from batchgen.coerce import (
     suggest,
 )
 from batchgen.errors import UsageError
-from batchgen.settings_doc import DOC_BY_FIELD, JOB_KEYS
+from batchgen.settings_doc import DEFAULTS, DOC_BY_FIELD, JOB_KEYS, ZERO_MEANS
 
 if TYPE_CHECKING:
     from batchgen.catalog import Catalog
@@ -49,7 +49,7 @@ SUFFIX_FORMATS = {
 OUTPUT_SUFFIXES = (".csv", ".parquet")
 PROGRESS_MODES = ("auto", "bar", "lines", "none")
 LOG_FORMATS = ("human", "json")
-DEFAULT_BASE_URL = "https://rivya.ai"
+DEFAULT_BASE_URL: str = DEFAULTS["base_url"]
 NO_KEY_SOURCE = "RIVYA_API_KEY (not set)"
 
 
@@ -187,26 +187,25 @@ def resolve_settings(
         sources[name] = where
 
     for name, minimum in _INT_MIN.items():
-        v = pick(name, _DEFAULT_INTS[name])
+        v = pick(name, DEFAULTS[name])
         put(name, as_int(v, minimum), v.where)
-    if out["max_credits"] == 0:
-        out["max_credits"] = None
     for name in _FLOATS:
-        v = pick(name, _DEFAULT_FLOATS[name])
+        v = pick(name, DEFAULTS[name])
         number = as_float(v)
-        if name != "rate" and number == 0:
+        if name not in ZERO_MEANS and number == 0:
             raise UsageError(f"{name} must be more than 0", v.where, "give a positive number")
         put(name, number, v.where)
-    if out["rate"] == 0:
-        out["rate"] = None
+    for name in ZERO_MEANS:
+        if out[name] == 0:
+            out[name] = None
     for name in _RANGES:
-        v = pick(name, _DEFAULT_RANGES[name])
+        v = pick(name, DEFAULTS[name])
         put(name, as_range(v), v.where)
     for name in _BOOLS:
-        v = pick(name, False)
+        v = pick(name, DEFAULTS[name])
         put(name, as_bool(v), v.where)
     for name in (*_STRS, *_OPTIONAL_STRS):
-        v = pick(name, _DEFAULT_STRS.get(name))
+        v = pick(name, DEFAULTS.get(name))
         text = as_str(v, optional=name in _OPTIONAL_STRS)
         if name in _CHOICES and text is not None:
             text = as_choice(text.lower(), _CHOICES[name], v.where)
@@ -291,25 +290,6 @@ def resolve_settings(
         api_key_source=api_key_source,
     )  # fmt: skip
     return Settings(**out, sources=sources)
-
-
-_DEFAULT_INTS = {
-    "batch_size": 5000,
-    "max_tasks_in_flight": 1024,
-    "max_requests_in_flight": 32,
-    "upload_concurrency": 8,
-    "download_concurrency": 8,
-    "max_credits": 0,
-}
-_DEFAULT_FLOATS = {"rate": 0.0, "task_timeout": 900.0, "status_interval": 30.0}
-_DEFAULT_RANGES = {"poll_first": (2.0, 3.0), "poll_interval": (5.0, 10.0)}
-_DEFAULT_STRS = {
-    "id_column": "id",
-    "prompt_column": "prompt",
-    "base_url": DEFAULT_BASE_URL,
-    "progress": "auto",
-    "log_format": "human",
-}
 
 
 # --------------------------------------------------------------------------- job file

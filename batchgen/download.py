@@ -235,6 +235,11 @@ class Downloader:
         self._feeders.clear()
         self._workers.clear()
 
+    @property
+    def pending(self) -> int:
+        """Downloads queued or under way (rows the feeders have not read yet are not counted)."""
+        return self._queue.qsize() + len(self._active)
+
     # -- internals ------------------------------------------------------------------------------
 
     async def _feed(self, rows: Iterable[Mapping[str, Any] | sqlite3.Row]) -> None:

@@ -3,11 +3,16 @@
 Because it is a view of the journal it always agrees with what was charged, and it can be written
 at any time (``batchgen export``), even while a run is going on in another process. It is written
 to a temporary file and renamed, so a reader never sees half a table.
+
+The Parquet table is typed: integers int64 (a missing value is null, and pandas reads them as
+``Int64``), ``urls`` a list of strings, timestamps ``timestamp[ms, UTC]``. The CSV table holds the same values as text: ``urls``
+space-separated, timestamps as the journal writes them (``2026-05-11T00:00:00.000Z``).
 """
 
 from __future__ import annotations
 
 import heapq
+import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,7 +23,8 @@ from batchgen.errors import UsageError
 
 CHUNK = 5000
 
-# (column, arrow type name); the first column is named after the manifest's id column.
+# (column, type: string, int64, list (of strings) or timestamp (ms, UTC)); the first column is
+# named after the manifest's id column.
 COLUMNS: list[tuple[str, str]] = [
     ("row_number", "int64"),
     ("key", "string"),
@@ -27,7 +33,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("generated", "string"),
     ("task_id", "string"),
     ("primary_url", "string"),
-    ("urls", "string"),
+    ("urls", "list"),
     ("reserved_credits", "int64"),
     ("final_credits", "int64"),
     ("error_code", "string"),
@@ -35,8 +41,8 @@ COLUMNS: list[tuple[str, str]] = [
     ("error_message", "string"),
     ("request_id", "string"),
     ("attempts", "int64"),
-    ("submitted_at", "string"),
-    ("finished_at", "string"),
+    ("submitted_at", "timestamp"),
+    ("finished_at", "timestamp"),
     ("download_path", "string"),
     ("download_bytes", "int64"),
     ("download_sha256", "string"),
@@ -92,11 +98,13 @@ _EXTRA_EXPRS = [
     "NULL",
     "NULL",
 ]
-# The journal keeps result URLs as a JSON list; the table shows them space-separated.
+# The journal keeps result URLs as a JSON list (json.dumps: '["a", "b"]'); the CSV shows them
+# space-separated, the Parquet table as a list (see _url_lists).
 _URLS = (
-    "CASE WHEN urls IS NULL OR urls = '[]' THEN NULL "
-    "ELSE replace(replace(replace(urls, '[\"', ''), '\"]', ''), '\",\"', ' ') END"
+    "CASE WHEN urls IS NULL OR urls = '[]' THEN NULL ELSE replace(replace(replace(replace("
+    "urls, '[\"', ''), '\"]', ''), '\", \"', ' '), '\",\"', ' ') END"
 )
+_URL_LISTS = "NULLIF(urls, '[]')"
 _ROW_FROM = (
     "FROM rows WHERE seen_run = :scan AND row_index > :after ORDER BY row_index LIMIT :limit"
 )
@@ -116,9 +124,9 @@ def _select(exprs: Sequence[str], *, csv: bool) -> str:
     The CSV line is built by SQLite exactly as pyarrow's writer would write the same values:
     text quoted with doubled quotes, integers bare, NULL empty.
     """
-    exprs = [_URLS if e == "urls" else e for e in exprs]
     if not csv:
-        return ", ".join(exprs)
+        return ", ".join(_URL_LISTS if e == "urls" else e for e in exprs)
+    exprs = [_URLS if e == "urls" else e for e in exprs]
     ints = {i for i, (_, t) in enumerate(COLUMNS) if t == "int64"}
     cells = [
         f"COALESCE({e}, '')"
@@ -150,7 +158,8 @@ def iter_output_pages(
 ) -> Iterator[list[tuple[Any, ...]]]:
     """Pages of output tuples (row_index first, then COLUMNS, then passthrough), manifest order.
 
-    With ``csv``, each tuple is (row_index, the row as a CSV line).
+    With ``csv``, each tuple is (row_index, the row as a CSV line); without, ``urls`` is
+    its JSON text and timestamps are ISO text (see :func:`_write_parquet`).
     """
     scan = journal.last_scan_run()
     if scan is None:
@@ -222,14 +231,59 @@ def _write_parquet(
     import pyarrow as pa  # here, not at the top: a CSV output never needs pyarrow
     import pyarrow.parquet as pq
 
-    types = [getattr(pa, t)() for _, t in COLUMNS] + [pa.string()] * n_extra
-    schema = pa.schema([pa.field(n, t) for n, t in zip(names, types, strict=True)])
+    arrow = {
+        "string": pa.string(),
+        "int64": pa.int64(),
+        "list": pa.list_(pa.string()),
+        "timestamp": pa.timestamp("ms", tz="UTC"),
+    }
+    kinds = [t for _, t in COLUMNS] + ["string"] * n_extra
+    # pandas reads an int64 column holding nulls as float64 (NaN), unless the file says Int64.
+    pandas_ints = [
+        {
+            "name": n,
+            "field_name": n,
+            "pandas_type": "int64",
+            "numpy_type": "Int64",
+            "metadata": None,
+        }
+        for n, t in zip(names, kinds, strict=True)
+        if t == "int64"
+    ]
+    pandas = {"index_columns": [], "column_indexes": [], "columns": pandas_ints}
+    schema = pa.schema(
+        [pa.field(n, arrow[t]) for n, t in zip(names, kinds, strict=True)],
+        metadata={"pandas": json.dumps(pandas)},
+    )
+
+    def column(values: Sequence[Any], kind: str) -> Any:
+        if kind == "list":
+            return _url_lists(values)
+        if kind == "timestamp":
+            return pa.array(values, pa.string()).cast(arrow[kind])
+        return pa.array(values, arrow[kind])
+
     count = 0
     with pq.ParquetWriter(str(tmp), schema) as writer:
         for page in pages:
-            columns = list(zip(*page, strict=True))[1:]  # drop row_index
-            writer.write_table(pa.table(columns, schema=schema))
+            values = list(zip(*page, strict=True))[1:]  # drop row_index
+            arrays = [column(v, k) for v, k in zip(values, kinds, strict=True)]
+            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
             count += len(page)
         if count == 0:
             writer.write_table(schema.empty_table())
     return count
+
+
+def _url_lists(values: Sequence[str | None]) -> Any:
+    """JSON lists of URLs as an Arrow list<string> array: split in Arrow, or (when a list holds
+    an escape, which a URL never needs) decoded by ``json``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pa.array(values, pa.string())
+    if pc.any(pc.match_substring(text, "\\")).as_py():
+        return pa.array(
+            [None if v is None else json.loads(v) for v in values], pa.list_(pa.string())
+        )
+    return pc.split_pattern_regex(pc.utf8_slice_codeunits(text, 2, -2), '", ?"')

@@ -1,15 +1,20 @@
 """Progress and logs on stderr: tqdm bars in a terminal, a status line every N seconds elsewhere,
 one JSON object per line with ``--log-format json``, nothing but errors with ``--quiet``.
 
+Status lines come on a timer of their own (inside the run's event loop), so they keep coming while
+nothing else happens, during downloads for instance.
+
 Library code reports through :class:`Reporter` (``emit(event, **fields)``) and never prints.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import IO, Any
 
 from tqdm import tqdm
@@ -48,12 +53,16 @@ class Reporter:
         self.started = clock()
         self._last_status = self.started
         self._bars: dict[str, tqdm[Any]] = {}
+        self._begun = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._downloads_pending: Callable[[], int] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def begin(self, to_submit: int, to_resume: int, uploads: int = 0) -> None:
         """The work phase starts: ``to_submit`` rows to send, ``to_resume`` tasks to poll."""
         self.total_to_submit = to_submit
+        self._begun = True
         if self.mode == "bar":
             opts: dict[str, Any] = {"file": self.stream, "dynamic_ncols": True, "leave": True}
             if uploads:
@@ -62,11 +71,34 @@ class Reporter:
             self._bars["finished"] = tqdm(
                 total=to_submit + to_resume, desc="finished ", unit="row", **opts
             )
+        if self.mode == "lines":
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop: lines come with events only
+                return
+            self._timer = loop.call_later(self.status_interval, self._tick)
+
+    def watch_downloads(self, pending: Callable[[], int]) -> None:
+        """Results are downloaded in this run: status lines show downloads done, ``pending()``
+        and failed."""
+        self._downloads_pending = pending
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for bar in self._bars.values():
             bar.close()
         self._bars.clear()
+
+    def _tick(self) -> None:
+        """A status line when none was written for ``status_interval``; then the next tick."""
+        wait = self.status_interval - (self.clock() - self._last_status)
+        if wait <= 0:
+            self._last_status = self.clock()
+            self._write_status()
+            wait = self.status_interval
+        self._timer = asyncio.get_running_loop().call_later(max(wait, 0.01), self._tick)
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -78,7 +110,7 @@ class Reporter:
         if event == "succeeded":
             self.credits += int(fields.get("credits") or 0)
         if self.json and not self.quiet:
-            record = {"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event}
+            record = {"ts": _utc_stamp(), "event": event}
             record.update({k: v for k, v in fields.items() if v is not None})
             self._write(json.dumps(record, ensure_ascii=False, default=str))
         elif event in _LOUD and not self.quiet:
@@ -87,11 +119,11 @@ class Reporter:
             )
             self._write(f"batchgen: {event.replace('_', ' ')}: {text}")
         self._update_bars(event)
-        if self.mode == "lines":
+        if self.mode == "lines" and self._begun:  # before begin() there is nothing to count
             now = self.clock()
             if now - self._last_status >= self.status_interval:
                 self._last_status = now
-                self._write(self.status_line())
+                self._write_status()
 
     def warn(self, message: str) -> None:
         if self.json:
@@ -103,11 +135,24 @@ class Reporter:
         c = self.counts
         done = c["succeeded"] + c["failed"]
         elapsed = self.clock() - self.started
-        return (
+        line = (
             f"batchgen: {elapsed:,.0f}s submitted {c['submitted']}/{self.total_to_submit} "
             f"finished {done} (ok {c['succeeded']}, failed {c['failed']}) "
             f"credits {self.credits} uploads {c['uploaded']}"
         )
+        if self._downloads_pending is not None:
+            line += (
+                f" downloads {c['downloaded']} done, {self._downloads_pending()} pending,"
+                f" {c['download_failed']} failed"
+            )
+        return line
+
+    def _write_status(self) -> None:
+        if self.json:  # the log stays one JSON object per line
+            record = {"ts": _utc_stamp(), "event": "status", "message": self.status_line()}
+            self._write(json.dumps(record, ensure_ascii=False))
+        else:
+            self._write(self.status_line())
 
     def _update_bars(self, event: str) -> None:
         if not self._bars:
@@ -131,3 +176,7 @@ class Reporter:
             tqdm.write(line, file=self.stream)
         else:
             print(line, file=self.stream, flush=True)
+
+
+def _utc_stamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -162,6 +162,13 @@ TAIL = """<script>
       (!q || [c.k, c.p, c.t, c.e].some((v) => v && String(v).toLowerCase().includes(q))));
     state.page = 0; render();
   }
+  function described() {
+    const parts = [];
+    if ($("f-status").value) parts.push("status " + $("f-status").value);
+    if ($("f-model").value) parts.push("model " + $("f-model").value);
+    if ($("f-text").value.trim()) parts.push("\u201c" + $("f-text").value.trim() + "\u201d");
+    return parts.length ? "the filters: " + parts.join(", ") : "the filters";
+  }
   function remember() {
     const h = new URLSearchParams();
     if ($("f-status").value) h.set("status", $("f-status").value);
@@ -179,7 +186,7 @@ TAIL = """<script>
     const start = state.page * PAGE, part = state.list.slice(start, start + PAGE);
     const grid = $("grid");
     grid.replaceChildren(...part.map(card));
-    if (!part.length) grid.appendChild(el("div", "empty", "No rows match the filters."));
+    if (!part.length) grid.appendChild(el("div", "empty", "No rows match " + described() + "."));
     $("page").textContent = "page " + (state.page + 1) + " of " + pages;
     const all = n !== C.length ? " (" + C.length + " in all)" : "";
     $("count").textContent = n
@@ -204,8 +211,16 @@ TAIL = """<script>
   for (const id of ["next", "next2"]) $(id).addEventListener("click", () => go(1));
   // Filters and page can be given in the address: report.html#status=failed&model=x&q=mug&page=2
   const h = new URLSearchParams(location.hash.slice(1));
+  // A value no row has (#status=failed when nothing failed) is kept as a filter with no match:
+  // a select would otherwise fall back to "all" and show every card.
   for (const [name, id] of [["status", "f-status"], ["model", "f-model"], ["q", "f-text"]]) {
-    if (h.has(name)) $(id).value = h.get(name);
+    if (!h.has(name)) continue;
+    const input = $(id), value = h.get(name);
+    if (input.tagName === "SELECT" && ![...input.options].some((o) => o.value === value)) {
+      const o = el("option", "", (value || "(none)") + " (0)");
+      o.value = value; input.appendChild(o);
+    }
+    input.value = value;
   }
   apply();
   state.page = Math.max(0, (parseInt(h.get("page") || "1", 10) || 1) - 1);

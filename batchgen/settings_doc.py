@@ -1,12 +1,13 @@
 """The table of every setting: field, flag, environment variable, job-file key, default, meaning.
 
-One source for ``--help`` (cli.py builds the run flags from it), the job-file layout (JOB_KEYS) and
-the README table (tests/test_docs.py checks it).
+One source for ``--help`` (cli.py builds the run flags from it), the job-file layout (JOB_KEYS),
+the defaults :func:`batchgen.config.resolve_settings` applies (:data:`DEFAULTS`) and the README
+table (tests/test_docs.py checks it against ``--help`` and the resolved Settings, value by value).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class SettingDoc(NamedTuple):
@@ -20,19 +21,63 @@ class SettingDoc(NamedTuple):
     meaning: str
 
 
+# The value of every setting with a fixed default: the one place it is written. A default that
+# depends on other settings (the job id, the output path, ...) is described in the table instead.
+DEFAULTS: dict[str, Any] = {
+    "id_column": "id",
+    "prompt_column": "prompt",
+    "batch_size": 5000,
+    "max_tasks_in_flight": 1024,
+    "max_requests_in_flight": 32,
+    "upload_concurrency": 8,
+    "download_concurrency": 8,
+    "rate": 0.0,
+    "poll_first": (2.0, 3.0),
+    "poll_interval": (5.0, 10.0),
+    "task_timeout": 900.0,
+    "max_credits": 0,
+    "allow_partial": False,
+    "retry_failed": False,
+    "dry_run": False,
+    "base_url": "https://rivya.ai",
+    "simulate": False,
+    "progress": "auto",
+    "quiet": False,
+    "log_format": "human",
+    "status_interval": 30.0,
+}
+ZERO_MEANS = {"rate": "discover", "max_credits": "no cap"}
+"""Settings whose 0 means "none" (resolved to None), with what none means."""
+
+
+def show_default(name: str) -> str:
+    """``DEFAULTS[name]`` as the table, ``--help`` and README.md write it."""
+    value = DEFAULTS[name]
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, tuple):
+        text = ",".join(str(v) for v in value)
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    else:
+        text = str(value)
+    return f"{text} ({ZERO_MEANS[name]})" if name in ZERO_MEANS else text
+
+
 # One line per setting: field | flag | environment | job-file key | default | meaning.
-# "+" derives the flag (--field-name) or variable (BATCHGEN_FIELD_NAME); "-" means none.
+# "+" derives the flag (--field-name) or variable (BATCHGEN_FIELD_NAME); "-" means none; a default
+# "*" is DEFAULTS[field], shown by show_default().
 _DOC_TABLE = """
 job_id                 | +      | + | job.id                    | job file stem | Job name; part of every idempotency key.
 manifest               | +      | + | manifest.path             | (required) | Manifest file: CSV, Parquet or JSONL.
 manifest_format        | +      | + | manifest.format           | by suffix | csv, parquet or jsonl.
-id_column              | +      | + | manifest.id_column        | id | Column holding each row's unique key.
+id_column              | +      | + | manifest.id_column        | * | Column holding each row's unique key.
 model_column           | +      | + | manifest.model_column     | none | Per-row model column (blank cell = model).
-prompt_column          | +      | + | manifest.prompt_column    | prompt | Prompt column, used when there is no template.
+prompt_column          | +      | + | manifest.prompt_column    | * | Prompt column, used when there is no template.
 reference_column       | +      | + | manifest.reference_column | none | Reference file column: path (relative to the manifest) or URL.
 passthrough            | +      | + | manifest.passthrough      | none | Columns copied to the output table (comma-separated on the command line).
 param_columns          | -      | - | manifest.param_columns    | column named like the key | Param key -> column holding per-row values.
-batch_size             | +      | + | manifest.batch_size       | 5000 | Rows read from the manifest at a time.
+batch_size             | +      | + | manifest.batch_size       | * | Rows read from the manifest at a time.
 model                  | +      | + | generation.model          | none | Default model id for rows without one.
 template               | +      | + | generation.template       | none | Prompt template with {column} placeholders ({{ and }} for braces).
 params                 | --param KEY=VALUE | - | generation.params | none | Default params for every row whose model has the key.
@@ -40,26 +85,26 @@ params_by_model        | -      | - | generation.params_by_model.<model> | none 
 output                 | +      | + | output.path               | out/<job id>/results.csv | Results table (.csv or .parquet).
 journal                | +      | + | output.journal            | <output dir>/<job id>.journal.sqlite | SQLite journal (the run's state).
 download_dir           | +      | + | output.download_dir       | none | Download result images into this folder.
-max_tasks_in_flight    | +      | + | run.max_tasks_in_flight   | 256 | Tasks submitted and not yet finished, at most.
-max_requests_in_flight | +      | + | run.max_requests_in_flight | 32 | HTTP requests at once, at most.
-upload_concurrency     | +      | + | run.upload_concurrency    | 8 | Reference uploads at once, at most.
-download_concurrency   | +      | + | run.download_concurrency  | 8 | Result downloads at once, at most.
-rate                   | +      | + | run.rate                  | 0 (discover) | Ceiling on requests per second.
-poll_first             | +      | + | run.poll_first            | 2.0,3.0 | First poll after submit, seconds (min,max).
-poll_interval          | +      | + | run.poll_interval         | 5.0,10.0 | Later polls, seconds (min,max).
-task_timeout           | +      | + | run.task_timeout          | 900 | Seconds before a task counts as timed out.
-max_credits            | +      | + | run.max_credits           | 0 (no cap) | Stop submitting past this many credits.
-allow_partial          | +      | + | run.allow_partial         | false | Start even if the balance or the cap cannot cover every row.
-retry_failed           | +      | + | -                         | false | Resubmit rows that failed before (costs credits).
-dry_run                | +      | + | -                         | false | Validate and estimate only; send nothing.
-base_url               | +      | BATCHGEN_BASE_URL, RIVYA_BASE_URL | api.base_url | https://rivya.ai | API base URL.
+max_tasks_in_flight    | +      | + | run.max_tasks_in_flight   | * | Tasks submitted and not yet finished, at most.
+max_requests_in_flight | +      | + | run.max_requests_in_flight | * | HTTP requests at once, at most.
+upload_concurrency     | +      | + | run.upload_concurrency    | * | Reference uploads at once, at most.
+download_concurrency   | +      | + | run.download_concurrency  | * | Result downloads at once, at most.
+rate                   | +      | + | run.rate                  | * | Ceiling on requests per second.
+poll_first             | +      | + | run.poll_first            | * | First poll after submit, seconds (min,max).
+poll_interval          | +      | + | run.poll_interval         | * | Later polls, seconds (min,max).
+task_timeout           | +      | + | run.task_timeout          | * | Seconds before a task counts as timed out.
+max_credits            | +      | + | run.max_credits           | * | Stop submitting past this many credits.
+allow_partial          | +      | + | run.allow_partial         | * | Start even if the balance or the cap cannot cover every row.
+retry_failed           | +      | + | -                         | * | Resubmit rows that failed before (costs credits).
+dry_run                | +      | + | -                         | * | Validate and estimate only; send nothing.
+base_url               | +      | BATCHGEN_BASE_URL, RIVYA_BASE_URL | api.base_url | * | API base URL.
 api_key                | -      | RIVYA_API_KEY | -             | none | API key (rvya_sk_...); never shown in logs or output.
 api_key_file           | +      | RIVYA_API_KEY_FILE, BATCHGEN_API_KEY_FILE | api.api_key_file | none | File holding the API key (used when RIVYA_API_KEY is unset).
-simulate               | +      | + | -                         | false | Run against an in-process simulator.
-progress               | +      | + | -                         | auto | auto, bar, lines or none.
-quiet                  | +      | + | -                         | false | Only errors on stderr.
-log_format             | +      | + | -                         | human | human or json.
-status_interval        | +      | + | run.status_interval       | 30 | Seconds between status lines.
+simulate               | +      | + | -                         | * | Run against an in-process simulator of the API (no key, no credits spent).
+progress               | +      | + | -                         | * | auto, bar, lines or none.
+quiet                  | +      | + | -                         | * | Only errors on stderr.
+log_format             | +      | + | -                         | * | human or json.
+status_interval        | +      | + | run.status_interval       | * | Seconds between status lines.
 """
 
 
@@ -71,13 +116,15 @@ def _parse_doc_table(table: str) -> tuple[SettingDoc, ...]:
             flag = "--" + name.replace("_", "-")
         if env == "+":
             env = "BATCHGEN_" + name.upper()
+        if (default == "*") != (name in DEFAULTS):
+            raise AssertionError(f"settings table: {name}'s default must be * iff in DEFAULTS")
         rows.append(
             SettingDoc(
                 name,
                 None if flag == "-" else flag,
                 None if env == "-" else env,
                 None if job_key == "-" else job_key,
-                default,
+                show_default(name) if default == "*" else default,
                 meaning,
             )
         )

@@ -51,3 +51,14 @@ def test_bench_suite_runs_on_a_few_rows(tmp_path: Path) -> None:
         {"succeeded": 20},
         {"succeeded": 30},
     ]
+
+
+def test_output_write_bench_runs_on_a_few_rows() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "output_write.py"), "--rows", "30", "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "csv      30 rows" in proc.stdout and "parquet  30 rows" in proc.stdout

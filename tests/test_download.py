@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import hashlib
 import io
+import json
+import re
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -311,3 +313,40 @@ def test_cli_download_flag(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "downloads: 3 on disk" in proc.stderr
     assert len(list((tmp_path / "dl").glob("sku-*.png"))) == 3
+
+
+@pytest.mark.parametrize("log_format", ["human", "json"])
+def test_cron_status_lines_show_downloads_while_they_run(tmp_path: Path, log_format: str) -> None:
+    """No terminal: a status line every --status-interval, with downloads done/pending/failed.
+    Each image takes 0.5 s to serve and one downloads at a time, so ticks every 0.1 s land while
+    downloads are queued and under way. In JSON, each line stays a JSON object."""
+    job = simple_job(tmp_path, product_rows(3))
+    with SimThread(SimConfig(**{**FAST, "media_delay": 0.5})) as srv:
+        proc = cli(
+            "run",
+            str(job),
+            "--download-dir",
+            str(tmp_path / "dl"),
+            "--download-concurrency",
+            "1",
+            "--status-interval",
+            "0.1",
+            "--log-format",
+            log_format,
+            srv=srv,
+        )
+    assert proc.returncode == 0, proc.stderr
+    log = proc.stderr
+    if log_format == "json":
+        records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+        assert len(records) == len(log.split("\nbatchgen: completed")[0].splitlines())
+        log = "\n".join(r["message"] for r in records if r["event"] == "status")
+    pattern = r"^batchgen: .* downloads (\d+) done, (\d+) pending, (\d+) failed$"
+    lines = [tuple(map(int, m)) for m in re.findall(pattern, log, re.M)]
+    assert lines, proc.stderr
+    assert any(pending > 0 for _, pending, _ in lines), lines
+    assert any(done > 0 and pending > 0 for done, pending, _ in lines), lines  # mid-way
+    done = [d for d, _, _ in lines]
+    assert done == sorted(done) and max(done) <= 3
+    assert all(failed == 0 for _, _, failed in lines)
+    assert "downloads: 3 on disk" in proc.stderr

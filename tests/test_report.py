@@ -109,8 +109,9 @@ async def test_results_not_downloaded_are_fetched_or_shown_as_placeholders(tmp_p
     assert_offline(text)
 
 
-def synthetic_job(tmp_path: Path, n: int) -> Path:
-    """A job whose journal holds ``n`` rows (a third failed), results on disk, no API needed."""
+def synthetic_job(tmp_path: Path, n: int, *, fail: bool = True) -> Path:
+    """A job whose journal holds ``n`` rows (a third failed, unless not ``fail``), results on
+    disk, no API needed."""
     job = simple_job(tmp_path, product_rows(2))
     settings = resolve_settings(job, {}, {})
     images = tmp_path / "images"
@@ -120,7 +121,7 @@ def synthetic_job(tmp_path: Path, n: int) -> Path:
         run_id = journal.start_run(0, "run")
         rows = []
         for i in range(n):
-            failed = i % 3 == 2
+            failed = fail and i % 3 == 2
             path = None
             if not failed:
                 path = images / f"r{i}.png"
@@ -199,3 +200,23 @@ def test_big_report_pages_and_filters_in_the_browser(tmp_path: Path) -> None:
         page, tmp_path, "--dump-dom", fragment="#model=qwen-image&status=succeeded"
     ).stdout
     assert len(cards_in(model)) == 150 and set(cards_in(model)) == {"succeeded"}
+
+
+def test_address_filters_matching_no_row_show_no_card(tmp_path: Path) -> None:
+    chromium()
+    job = synthetic_job(tmp_path, 12, fail=False)
+    made = cli("report", str(job), "--out", str(tmp_path / "ok.html"))
+    assert made.returncode == 0, made.stderr
+    page = tmp_path / "ok.html"
+    every = browse(page, tmp_path, "--dump-dom").stdout
+    assert len(cards_in(every)) == 12 and set(cards_in(every)) == {"succeeded"}
+    for fragment, described in [
+        ("#status=failed", "status failed"),
+        ("#model=no-such-model", "model no-such-model"),
+        ("#status=succeeded&model=no-such-model", "status succeeded, model no-such-model"),
+    ]:
+        dom = browse(page, tmp_path, "--dump-dom", fragment=fragment).stdout
+        assert 'data-ready="1"' in dom, fragment
+        assert cards_in(dom) == [], fragment
+        assert f"No rows match the filters: {described}." in dom, fragment
+        assert "0 of 12 rows" in dom, fragment

@@ -353,6 +353,7 @@ async def _drive(
             concurrency=settings.download_concurrency,
             emit=reporter.emit,
         )
+        reporter.watch_downloads(lambda: downloader.pending if downloader is not None else 0)
     engine = Engine(
         job_id=settings.job_id,
         run_id=run_id,

@@ -28,46 +28,119 @@ async def _serve(server: SimServer) -> None:
         await stop.wait()
 
 
+# Every flag that sets a SimConfig field takes its default from SimConfig, so ``--help`` shows
+# what the simulator really does (tests/test_docs.py checks them, value by value).
+_D = SimConfig()
+
+
 @click.command("sim")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8787, show_default=True, type=int, help="Port (0 = any free).")
-@click.option("--credits", default=10_000, show_default=True, type=int, help="Starting balance.")
 @click.option(
-    "--rate", default=20.0, show_default=True, type=float, help="Requests/s per account; 0 = off."
+    "--credits", default=_D.credits, show_default=True, type=int, help="Starting balance."
 )
-@click.option("--burst", default=None, type=int, help="Token bucket size [default: ceil(rate)].")
-@click.option("--no-rate-headers", is_flag=True, help="Omit X-RateLimit-* headers on 429.")
 @click.option(
-    "--latency", default=3.0, show_default=True, type=float, help="Median seconds per task."
+    "--rate",
+    default=_D.rate,
+    show_default=True,
+    type=float,
+    help="Requests/s per account; 0 = off.",
 )
-@click.option("--latency-sigma", default=0.4, show_default=True, type=float)
 @click.option(
-    "--queue-time", default=0.2, show_default=True, type=float, help="Median queued seconds."
+    "--burst", default=_D.burst, type=int, help="Token bucket size [default: ceil(rate)]."
 )
-@click.option("--failure-rate", default=0.0, show_default=True, type=float, help="Tasks that fail.")
-@click.option("--error-rate", default=0.0, show_default=True, type=float, help="500 answers.")
-@click.option("--html-error-rate", default=0.0, show_default=True, type=float, help="502 HTML.")
-@click.option("--drop-rate", default=0.0, show_default=True, type=float, help="Dropped, no effect.")
 @click.option(
-    "--drop-after-rate", default=0.0, show_default=True, type=float, help="Dropped after effect."
+    "--no-rate-headers",
+    is_flag=True,
+    default=not _D.rate_limit_headers,
+    help="Omit X-RateLimit-* headers on 429.",
 )
-@click.option("--stuck-rate", default=0.0, show_default=True, type=float, help="Tasks never end.")
-@click.option("--slow-rate", default=0.0, show_default=True, type=float)
-@click.option("--slow-seconds", default=2.0, show_default=True, type=float)
 @click.option(
-    "--create-status", default=202, show_default=True, type=click.Choice(["200", "201", "202"])
+    "--latency", default=_D.latency, show_default=True, type=float, help="Median seconds per task."
 )
-@click.option("--insufficient-status", default=402, show_default=True, type=int)
+@click.option(
+    "--latency-sigma",
+    default=_D.latency_sigma,
+    show_default=True,
+    type=float,
+    help="Sigma of the log-normal latency.",
+)
+@click.option(
+    "--queue-time",
+    default=_D.queue_time,
+    show_default=True,
+    type=float,
+    help="Median queued seconds.",
+)
+@click.option(
+    "--failure-rate",
+    default=_D.failure_rate,
+    show_default=True,
+    type=float,
+    help="Tasks that fail.",
+)
+@click.option(
+    "--error-rate", default=_D.error_rate, show_default=True, type=float, help="500 answers."
+)
+@click.option(
+    "--html-error-rate", default=_D.html_error_rate, show_default=True, type=float, help="502 HTML."
+)
+@click.option(
+    "--drop-rate", default=_D.drop_rate, show_default=True, type=float, help="Dropped, no effect."
+)
+@click.option(
+    "--drop-after-rate",
+    default=_D.drop_after_rate,
+    show_default=True,
+    type=float,
+    help="Dropped after effect.",
+)
+@click.option(
+    "--stuck-rate", default=_D.stuck_rate, show_default=True, type=float, help="Tasks never end."
+)
+@click.option(
+    "--slow-rate", default=_D.slow_rate, show_default=True, type=float, help="Requests slowed."
+)
+@click.option(
+    "--slow-seconds",
+    default=_D.slow_seconds,
+    show_default=True,
+    type=float,
+    help="Delay of a slowed request.",
+)
+@click.option(
+    "--create-status",
+    default=str(_D.create_status),
+    show_default=True,
+    type=click.Choice(["200", "201", "202"]),
+    help="Status of a successful create.",
+)
+@click.option(
+    "--insufficient-status",
+    default=_D.insufficient_status,
+    show_default=True,
+    type=int,
+    help="Status of insufficient_credits.",
+)
 @click.option(
     "--image-size",
     "image_long_side",
-    default=256,
+    default=_D.image_long_side,
     show_default=True,
     type=int,
     help="Long side of result images, pixels.",
 )
-@click.option("--api-key", default=None, help="Use this key (rvya_sk_...) instead of a new one.")
-@click.option("--seed", default=None, type=int, help="Seed of every random choice.")
+@click.option(
+    "--media-delay",
+    default=_D.media_delay,
+    show_default=True,
+    type=float,
+    help="Seconds before a result image is served.",
+)
+@click.option(
+    "--api-key", default=_D.api_key, help="Use this key (rvya_sk_...) instead of a new one."
+)
+@click.option("--seed", default=_D.seed, type=int, help="Seed of every random choice.")
 @click.option("--access-log", is_flag=True, help="Log every request to stderr.")
 def sim_command(
     host: str,
@@ -90,6 +163,7 @@ def sim_command(
     create_status: str,
     insufficient_status: int,
     image_long_side: int,
+    media_delay: float,
     api_key: str | None,
     seed: int | None,
     access_log: bool,
@@ -104,7 +178,7 @@ def sim_command(
         raise click.BadParameter("API keys start with rvya_sk_", param_hint="--api-key")
     config = SimConfig(
         credits=credits,
-        rate=rate if rate > 0 else None,
+        rate=rate if rate else None,
         burst=burst,
         rate_limit_headers=not no_rate_headers,
         create_status=int(create_status),
@@ -121,6 +195,7 @@ def sim_command(
         slow_rate=slow_rate,
         slow_seconds=slow_seconds,
         image_long_side=image_long_side,
+        media_delay=media_delay,
         api_key=api_key,
         seed=seed,
     )

@@ -349,6 +349,8 @@ class Handlers:
         task = self.state.tasks.get(request.match_info["task_id"])
         if task is None or self.state.view(task)[0] != "succeeded":
             return self.sim.error(404, "not_found", "No such result.")
+        if self.sim.config.media_delay:
+            await asyncio.sleep(self.sim.config.media_delay)
         variant = int(hashlib.blake2s(task.id.encode(), digest_size=2).hexdigest(), 16)
         body = render(task.aspect, task.fmt, self.sim.config.image_long_side, variant)
         return web.Response(body=body, content_type=CONTENT_TYPES.get(task.fmt, "image/png"))

@@ -86,6 +86,7 @@ class SimConfig:
     api_disabled: bool = False  # every /api/v1 request -> 503 public_api_disabled
     idempotency_ttl: float = 86_400.0
     image_long_side: int = 256
+    media_delay: float = 0.0  # seconds before a result image is served (a slow CDN)
     seed: int | None = None
     api_key: str | None = None  # the default account's key; derived from seed when None
     accounts: tuple[AccountConfig, ...] = ()  # empty: one account DEFAULT_ACCOUNT with api_key
@@ -111,6 +112,7 @@ RUNTIME_KNOBS = frozenset(
         "slow_rate",
         "slow_seconds",
         "create_delay",
+        "media_delay",
         "api_disabled",
     }
 )
