@@ -2,7 +2,8 @@
 
 ``run`` and ``estimate`` share this module, so an estimate validates and prices rows exactly as a
 run would. For every row it checks the catalog rules (model, prompt, params) and the reference
-(exists, readable, kind and MIME by signature, size, count), computes the content fingerprint and
+(exists, readable, kind and MIME by signature, size, count, and that an image decodes), computes
+the content fingerprint and
 the credit cost, and compares with the journal to decide: submit, resume polling, keep an earlier
 success, or record the row as invalid.
 """
@@ -15,7 +16,7 @@ import os
 import sqlite3
 import stat
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from urllib.parse import urlparse
 
 from batchgen import journal as J
 from batchgen.catalog import Catalog, ReferenceInfo, Violation
-from batchgen.filetypes import kind_of_mime, sniff_mime
+from batchgen.filetypes import image_problem, kind_of_mime, sniff_mime
 from batchgen.manifest import RawRow, RowSpec
 
 # What a plan decides for a row.
@@ -43,7 +44,8 @@ HEAD_BYTES = 64
 
 @dataclass(frozen=True, slots=True)
 class RefCheck:
-    """A reference as checked offline. ``sha256`` is None for a URL (fetched at run time)."""
+    """A reference as checked offline. ``sha256`` is None for a URL (fetched at run time);
+    ``damage`` is the decode check's verdict on an image (see ``filetypes.image_problem``)."""
 
     source: str
     path: Path | None
@@ -52,6 +54,7 @@ class RefCheck:
     mime_type: str | None
     kind: str | None
     sha256: str | None
+    damage: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -169,14 +172,39 @@ def resolve_reference(cell: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
+Verdict = tuple[str, str] | None  # a decode check's (rule, detail), None when the image decodes
+
+
 class ReferenceChecker:
-    """Checks reference cells on disk; remembers the files hashed last (by path, size, mtime)."""
+    """Checks reference cells on disk; remembers the files hashed last (by path, size, mtime)
+    and the decode verdicts of the last files by content (sha256), so each unique image is
+    decoded once per scan. ``accepted(sha256)`` says the service already took those bytes (the
+    journal's upload cache): they are not decoded again."""
 
     CACHE_SIZE = 4096  # files: rows that share a photo are usually near each other
+    VERDICTS = 65536  # decode verdicts kept, by sha256
 
-    def __init__(self, base_dir: Path) -> None:
+    def __init__(self, base_dir: Path, accepted: Callable[[str], bool] | None = None) -> None:
         self.base_dir = base_dir
+        self.accepted = accepted
         self._cache: OrderedDict[tuple[str, int, int], tuple[str, str | None]] = OrderedDict()
+        self._verdicts: OrderedDict[str, Verdict] = OrderedDict()
+        self.decoded = 0  # images decoded (for tests and benchmarks)
+
+    def verdict(self, sha: str, mime: str | None, source: Path | bytes) -> Verdict:
+        """The decode check of the bytes ``sha``, from the cache or by decoding ``source``."""
+        if sha in self._verdicts:
+            self._verdicts.move_to_end(sha)
+            return self._verdicts[sha]
+        if self.accepted is not None and self.accepted(sha):
+            found: Verdict = None
+        else:
+            found = image_problem(source, mime)
+            self.decoded += 1
+        self._verdicts[sha] = found
+        if len(self._verdicts) > self.VERDICTS:
+            self._verdicts.popitem(last=False)
+        return found
 
     def check(self, cell: str, column: str) -> tuple[RefCheck | None, Violation | None]:
         if is_url(cell):
@@ -221,8 +249,9 @@ class ReferenceChecker:
                 column, "unreadable", f"column '{column}': cannot read {path}: {exc.strerror}"
             )
         sha, mime = cached
+        damage = self.verdict(sha, mime, path)
         kind = kind_of_mime(mime) if mime else None
-        return RefCheck(cell, path, None, st.st_size, mime, kind, sha), None
+        return RefCheck(cell, path, None, st.st_size, mime, kind, sha, damage), None
 
 
 class KeySet:
@@ -280,7 +309,10 @@ class Planner:
     ) -> None:
         self.catalog = catalog
         self.base_dir = base_dir
-        self.refs = ReferenceChecker(base_dir)
+        self.refs = ReferenceChecker(
+            base_dir,
+            accepted=(lambda sha: journal.get_upload(sha) is not None) if journal else None,
+        )
         self.reference_column = reference_column or "reference"
         self.prompt_field = prompt_field
         self.param_columns = dict(param_columns)
@@ -437,6 +469,7 @@ class Planner:
                         mime_type=ref.mime_type,
                         size=ref.size or 0,
                         name=ref.path.name if ref.path else None,
+                        damage=ref.damage,
                     )
                 )
             elif ref is not None:
