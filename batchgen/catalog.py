@@ -475,6 +475,13 @@ class Catalog:
             out.append(Violation("file", what, f"file: {detail} ({what})"))
         return out
 
+    def validate_references(
+        self, model_id: str, references: Sequence[ReferenceInfo]
+    ) -> list[Violation]:
+        """The reference rules alone (count, kind, MIME, size, decoding) of a known model."""
+        model = self._models.get(model_id)
+        return _check_references(model, references) if model is not None else []
+
     def cost(self, model_id: str, params: Mapping[str, Any]) -> int:
         """Credits reserved on create (FIXED billing: the model's base credits)."""
         model = self._models.get(model_id)

@@ -19,13 +19,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from batchgen import journal as J
 from batchgen.catalog import Catalog, ReferenceInfo, Violation
 from batchgen.filetypes import image_problem, kind_of_mime, sniff_mime
 from batchgen.manifest import RawRow, RowSpec
+
+if TYPE_CHECKING:
+    from batchgen.pipeline.remote import UrlChecker
 
 # What a plan decides for a row.
 SUBMIT = "submit"  # send (again): new, changed, never sent, blocked, or a deliberate retry
@@ -306,8 +309,10 @@ class Planner:
         journal: J.Journal | None = None,
         retry_failed: bool = False,
         context: str | None = None,
+        remote: UrlChecker | None = None,
     ) -> None:
         self.catalog = catalog
+        self.remote = remote  # fetches URL references (estimate); a run fetches when it submits
         self.base_dir = base_dir
         self.refs = ReferenceChecker(
             base_dir,
@@ -358,7 +363,7 @@ class Planner:
         earlier = set(keys) - self.keys.add_new(keys)
         taken = set(earlier)  # keys owned by an earlier row: grows in manifest order below
         if journal is None:
-            return [self._plan(row, None, taken) for row in rows]
+            return self._fetched([self._plan(row, None, taken) for row in rows])
         brief = journal.get_rows(keys, BRIEF_COLUMNS)
         # First pass: the digest of every row, and which rows the fast path decides. Only the
         # first row of a key can be kept; a later one is a duplicate, found by _plan in order.
@@ -395,6 +400,13 @@ class Planner:
                 plan = self._plan(row, previous.get(row.key) if row.key else None, taken)
             plan.digest = digest
             plans.append(plan)
+        return self._fetched(plans)
+
+    def _fetched(self, plans: list[RowPlan]) -> list[RowPlan]:
+        """The plans, once the URL references of the rows to submit are fetched and judged
+        (only with a ``remote`` checker)."""
+        if self.remote is not None:
+            self.remote.judge(plans, self.catalog, self.reference_column)
         return plans
 
     def digest(self, row: RawRow) -> bytes | None:
