@@ -132,6 +132,8 @@ def estimate(
     journal = J.Journal(settings.journal, readonly=True) if settings.journal.exists() else None
     distinct = P.KeySet()  # the references counted so far (on disk: any number of rows)
     files = remote = reference_bytes = cached = unverified = 0
+    rows_by_model: Counter[str] = Counter()
+    writer = _RowWriter(out) if out is not None else None
     checker = (
         UrlChecker(
             settings.base_url,
@@ -141,8 +143,6 @@ def estimate(
         if fetch
         else None
     )
-    rows_by_model: Counter[str] = Counter()
-    writer = _RowWriter(out) if out is not None else None
 
     def on_plans(plans: list[P.RowPlan]) -> None:
         nonlocal files, remote, reference_bytes, cached, unverified

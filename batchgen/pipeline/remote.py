@@ -189,7 +189,7 @@ class UrlChecker:
         self.base_url = base_url
         self.cache = cache
         self.concurrency = max(1, concurrency)
-        self._loop = asyncio.new_event_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None  # made when a URL is to be fetched
         self._client: RivyaClient | None = None
         self._memo: OrderedDict[tuple[str, int], Fetched] = OrderedDict()
         self.downloaded = 0  # URLs whose bytes came down
@@ -215,6 +215,8 @@ class UrlChecker:
         """The verdict on each URL of ``wanted`` (URL -> size cap)."""
         todo = {url: cap for url, cap in wanted.items() if (url, cap) not in self._memo}
         if todo:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
             found = self._loop.run_until_complete(self._fetch_all(todo))
             for url, cap in todo.items():
                 self._memo[(url, cap)] = found[url]
@@ -248,16 +250,21 @@ class UrlChecker:
             self.not_modified += 1
             return verdict
         self.downloaded += 1
-        found = from_bytes(url, media.body, status=media.status, content_type=media.content_type)
+        found = await asyncio.to_thread(
+            from_bytes, url, media.body, status=media.status, content_type=media.content_type
+        )
         if self.cache is not None and (media.etag or media.last_modified):
             self.cache.put(found, media.etag, media.last_modified)
         return found
 
     def close(self) -> None:
         """Close the client, the loop and the cache."""
-        if self._client is not None:
-            self._loop.run_until_complete(self._client.close())
-            self._client = None
-        self._loop.close()
+        if self._loop is not None:
+            if self._client is not None:
+                self._loop.run_until_complete(self._client.close())
+                self._client = None
+            self._loop.run_until_complete(self._loop.shutdown_default_executor())
+            self._loop.close()
+            self._loop = None
         if self.cache is not None:
             self.cache.close()

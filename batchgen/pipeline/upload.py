@@ -76,8 +76,7 @@ class Uploader:
         sha = row["reference_sha256"]
         if sha is None:
             # A URL reference: fetch it to learn its bytes (the service wants an upload).
-            data = await self._fetch(cell, row["model"])
-            sha = hashlib.sha256(data).hexdigest()
+            data, sha = await self._fetch(cell, row["model"])
         upload = self.journal.get_upload(sha)
         if upload is None:
             upload = await self._upload_once(sha, cell, data, row["model"])
@@ -90,8 +89,9 @@ class Uploader:
             item["mimeType"] = upload.mime_type
         return [item]
 
-    async def _fetch(self, url: str, model: str) -> bytes:
-        """The bytes of a URL reference, judged as an estimate judges them (pipeline.remote)."""
+    async def _fetch(self, url: str, model: str) -> tuple[bytes, str]:
+        """The bytes of a URL reference and their sha256, judged as an estimate judges them
+        (pipeline.remote): a URL that breaks a rule makes the row invalid."""
         data = b""
         try:
             media = await self.client.fetch_media(url, max_bytes=size_cap(self.catalog, model))
@@ -110,7 +110,8 @@ class Uploader:
                 field=self.column,
                 invalid=True,
             )
-        return data
+        assert found.sha256 is not None
+        return data, found.sha256
 
     async def _upload_once(self, sha: str, cell: str, data: bytes | None, model: str) -> J.Upload:
         fut = self.inflight.get(sha)
