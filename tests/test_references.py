@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from jobkit import cli, product_rows, read_output, run, settings_for, simple_job
 from PIL import Image
 
+from batchgen import journal as J
 from batchgen.catalog import Catalog, ReferenceInfo
 from batchgen.client import RivyaClient
 from batchgen.errors import TooLargeError, ValidationFailedError
@@ -132,8 +133,6 @@ async def test_each_unique_image_is_decoded_once(tmp_path: Path) -> None:
         catalog = Catalog.default()
 
         def decodes() -> int:
-            from batchgen import journal as J
-
             journal = J.Journal(settings.journal) if settings.journal.exists() else None
             manifest = Manifest.open(settings, catalog)
             planner = make_planner(settings, catalog, manifest, journal, fast=False)

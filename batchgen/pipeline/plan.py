@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 from batchgen import journal as J
 from batchgen.catalog import Catalog, ReferenceInfo, Violation
-from batchgen.filetypes import image_problem, kind_of_mime, sniff_mime
+from batchgen.filetypes import DECODABLE_IMAGES, image_problem, kind_of_mime, sniff_mime
 from batchgen.manifest import RawRow, RowSpec
 
 if TYPE_CHECKING:
@@ -199,9 +199,8 @@ class ReferenceChecker:
         if sha in self._verdicts:
             self._verdicts.move_to_end(sha)
             return self._verdicts[sha]
-        if self.accepted is not None and self.accepted(sha):
-            found: Verdict = None
-        else:
+        found: Verdict = None
+        if mime in DECODABLE_IMAGES and not (self.accepted is not None and self.accepted(sha)):
             found = image_problem(source, mime)
             self.decoded += 1
         self._verdicts[sha] = found
