@@ -3,9 +3,9 @@
 ``run`` and ``estimate`` share this module, so an estimate validates and prices rows exactly as a
 run would. For every row it checks the catalog rules (model, prompt, params) and the reference
 (exists, readable, kind and MIME by signature, size, count, and that an image decodes), computes
-the content fingerprint and
-the credit cost, and compares with the journal to decide: submit, resume polling, keep an earlier
-success, or record the row as invalid.
+the content fingerprint and the credit cost, and compares with the journal to decide: submit,
+resume polling, keep an earlier success, or record the row as invalid. (URL references are
+fetched by a run when it submits; an estimate fetches them here, through ``remote``.)
 """
 
 from __future__ import annotations
