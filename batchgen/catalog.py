@@ -101,12 +101,17 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ReferenceInfo:
-    """A reference file as the checks see it; ``mime_type`` is detected from its signature."""
+    """A reference file as the checks see it; ``mime_type`` is detected from its signature.
+
+    ``damage`` is :func:`batchgen.filetypes.image_problem`'s verdict on its bytes:
+    ``(rule, detail)`` when the image does not decode.
+    """
 
     kind: str
     mime_type: str | None
     size: int
     name: str | None = None
+    damage: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -465,7 +470,17 @@ class Catalog:
             )
         if info.size == 0:
             out.append(Violation("file", "empty", "file: is empty (empty)"))
+        elif info.damage is not None and mime in mimes:
+            what, detail = info.damage
+            out.append(Violation("file", what, f"file: {detail} ({what})"))
         return out
+
+    def validate_references(
+        self, model_id: str, references: Sequence[ReferenceInfo]
+    ) -> list[Violation]:
+        """The reference rules alone (count, kind, MIME, size, decoding) of a known model."""
+        model = self._models.get(model_id)
+        return _check_references(model, references) if model is not None else []
 
     def cost(self, model_id: str, params: Mapping[str, Any]) -> int:
         """Credits reserved on create (FIXED billing: the model's base credits)."""
@@ -638,6 +653,15 @@ def _check_references(model: ModelSpec, refs: Sequence[ReferenceInfo]) -> list[V
                     "max_bytes",
                     f"{label}: {ref.size} bytes exceeds {model.id}'s limit of {rule.max_bytes} "
                     f"bytes (max_bytes)",
+                )
+            )
+        elif ref.damage is not None and ref.mime_type in rule.mime_types:
+            what, detail = ref.damage
+            out.append(
+                Violation(
+                    "reference",
+                    what,
+                    f"{label}: {detail}; export the image again or replace the file ({what})",
                 )
             )
     return out

@@ -215,10 +215,20 @@ def run(job: str | None, as_json: bool, download_alias: str | None, **flags: Any
     default=None,
     help="Write a per-row table (.csv or .parquet): would_submit / skip / invalid, credits, reason.",
 )
-def estimate(job: str | None, as_json: bool, out: Path | None, **flags: Any) -> None:
+@click.option(
+    "--no-fetch",
+    "no_fetch",
+    is_flag=True,
+    help="Do not GET URL references to check them: the total is then unverified.",
+)
+def estimate(
+    job: str | None, as_json: bool, out: Path | None, no_fetch: bool, **flags: Any
+) -> None:
     """Price a job exactly and find every invalid row, spending nothing.
 
-    Sends no POST: no upload, no task. Works offline; with an API key it also reads the balance.
+    Sends no POST: no upload, no task. GETs URL references (capped at the model's size limit,
+    cached next to the journal) and checks them as a run will, unless --no-fetch; with an API
+    key it also reads the balance. Nothing else leaves the machine.
     Exit 0 affordable and valid, 1 some rows invalid, 3 not affordable, 2 bad usage.
 
     \b
@@ -229,7 +239,7 @@ def estimate(job: str | None, as_json: bool, out: Path | None, **flags: Any) -> 
 
     settings = resolve(job, flags)
     try:
-        sys.exit(run_estimate(settings, as_json=as_json, out=out))
+        sys.exit(run_estimate(settings, as_json=as_json, out=out, fetch=not no_fetch))
     except UsageError as exc:
         _fail(str(exc))
 

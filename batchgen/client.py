@@ -17,6 +17,7 @@ import asyncio
 import json
 import random
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -24,7 +25,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from batchgen.control import Priority, RequestBudget
-from batchgen.errors import ApiError, TransportError, UsageError, api_error_class
+from batchgen.errors import ApiError, TooLargeError, TransportError, UsageError, api_error_class
 from batchgen.records import (
     TERMINAL,
     ApiKey,
@@ -62,6 +63,22 @@ _TRANSPORT_EXCEPTIONS = (aiohttp.ClientError, TimeoutError, OSError, ValueError)
 
 class _TooLarge(Exception):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """The answer to a media GET: its status (304: not modified, empty body), body, content
+    type without parameters, and the validators that allow a conditional GET later."""
+
+    status: int
+    body: bytes
+    content_type: str | None
+    etag: str | None
+    last_modified: str | None
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
 
 
 class _NoSlot:
@@ -226,19 +243,47 @@ class RivyaClient:
 
         The Authorization header is sent only to the API's own origin (and aiohttp drops it on a
         redirect to another origin); only same-origin downloads draw from the request budget.
-        A body over ``max_bytes`` raises TransportError and is not retried; an expired URL
+        A body over ``max_bytes`` raises TooLargeError and is not retried; an expired URL
         gives an ApiError such as code ``http_404`` / ``http_403``.
         """
+        media = await self.fetch_media(url, max_bytes=max_bytes)
+        return media.body, media.content_type
+
+    async def fetch_media(
+        self,
+        url: str,
+        *,
+        max_bytes: int,
+        etag: str | None = None,
+        last_modified: str | None = None,
+    ) -> Media:
+        """:meth:`fetch` with the whole answer; given ``etag`` or ``last_modified`` (validators
+        of an earlier answer), a conditional GET whose 304 comes back as ``not_modified``."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise TransportError(f"cannot download {url[:200]!r}: not an http(s) URL")
         same = (parts.scheme, parts.netloc.lower()) == self._origin
-        headers = self._h_auth if same else {}
-        _status, resp_headers, body = await self._call(
-            "media", "GET", url, headers, max_bytes=max_bytes, use_budget=same
-        )
+        headers = dict(self._h_auth) if same else {}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        try:
+            status, resp_headers, body = await self._call(
+                "media", "GET", url, headers, max_bytes=max_bytes, use_budget=same
+            )
+        except ApiError as exc:
+            if exc.status != 304 or not (etag or last_modified):
+                raise
+            status, resp_headers, body = 304, exc.headers, b""
         ctype = resp_headers.get("Content-Type")
-        return body, (ctype.split(";", 1)[0].strip().lower() or None) if ctype else None
+        return Media(
+            status=status,
+            body=body,
+            content_type=(ctype.split(";", 1)[0].strip().lower() or None) if ctype else None,
+            etag=resp_headers.get("ETag"),
+            last_modified=resp_headers.get("Last-Modified"),
+        )
 
     # -- request machinery -------------------------------------------------------------------
 
@@ -294,8 +339,9 @@ class RivyaClient:
             except TransportError as exc:
                 error, retry_after = exc, None
             except _TooLarge:
-                raise TransportError(
-                    f"{method} {endpoint}: the body is larger than {max_bytes} bytes"
+                raise TooLargeError(
+                    f"{method} {endpoint}: the body is larger than {max_bytes} bytes",
+                    limit=max_bytes or 0,
                 ) from None
             else:
                 if 200 <= status < 300:

@@ -13,6 +13,7 @@
     │   ├── NotFoundError            not_found (404): the row fails
     │   └── ServerError              internal_error, public_api_disabled, other 5xx: retried
     ├── TransportError               no usable answer: refused/dropped, timeout, non-JSON body
+    │   └── TooLargeError            a media body over the size the caller allowed: not retried
     └── TaskFailedError              the task was accepted, ran, and failed (task.error)
 
 Classification is by ``error.code`` first; the HTTP status only decides for codes batchgen does
@@ -121,6 +122,14 @@ class TransportError(BatchgenError):
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         self.status = status
+        super().__init__(message)
+
+
+class TooLargeError(TransportError):
+    """A downloaded body went over ``limit`` bytes, the most the caller allowed."""
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        self.limit = limit
         super().__init__(message)
 
 

@@ -2,7 +2,9 @@
 
 It plans the manifest through the very code ``run`` uses (pipeline.plan via scan_manifest), reads
 the journal without writing it, and sends no POST of any kind: with an API key it only reads the
-balance (``GET /credits``); without one it works offline.
+balance (``GET /credits``); without one it works offline, but for URL references: it GETs them
+(pipeline.remote) and judges them as ``run`` will, unless told not to (``--no-fetch``: then the
+total is said to be unverified).
 
 Exit codes: 0 affordable and valid; 1 some rows invalid; 2 bad usage; 3 not affordable.
 """
@@ -26,6 +28,7 @@ from batchgen.catalog import Catalog
 from batchgen.config import Settings
 from batchgen.errors import BatchgenError, UsageError
 from batchgen.pipeline import plan as P
+from batchgen.pipeline.remote import UrlCache, UrlChecker
 from batchgen.pipeline.runner import EXIT_OK, EXIT_ROWS_FAILED, EXIT_STOPPED, scan_manifest
 
 # Stated defaults when the journal has no history of this job.
@@ -67,6 +70,9 @@ class Estimate:
     reference_bytes: int = 0
     references_cached: int = 0
     remote_references: int = 0
+    remote_downloaded: int = 0  # URL references whose bytes came down
+    remote_not_modified: int = 0  # ... revalidated from the cache by a conditional GET
+    unverified_rows: int = 0  # rows priced with a URL reference not fetched (--no-fetch)
     duration_seconds: tuple[float, float] = (0.0, 0.0)
     duration_basis: str = ""
     max_credits: int | None = None
@@ -108,19 +114,38 @@ class _RowWriter:
         self.writer.close()
 
 
+def url_cache_path(journal: Path) -> Path:
+    """Where estimates keep their verdicts on URL references: next to the journal."""
+    return journal.with_name(journal.name.removesuffix(".sqlite") + ".urls.sqlite")
+
+
 def estimate(
-    settings: Settings, *, out: Path | None = None, catalog: Catalog | None = None
+    settings: Settings,
+    *,
+    out: Path | None = None,
+    catalog: Catalog | None = None,
+    fetch: bool = True,
 ) -> Estimate:
-    """Plan the job offline and price it (no network here; see :func:`fetch_balance`)."""
+    """Plan the job and price it; with ``fetch``, GET its URL references and judge them (the
+    only network here; the balance is :func:`fetch_balance`)."""
     catalog = catalog or Catalog.default()
     journal = J.Journal(settings.journal, readonly=True) if settings.journal.exists() else None
     distinct = P.KeySet()  # the references counted so far (on disk: any number of rows)
-    files = remote = reference_bytes = cached = 0
+    files = remote = reference_bytes = cached = unverified = 0
     rows_by_model: Counter[str] = Counter()
     writer = _RowWriter(out) if out is not None else None
+    checker = (
+        UrlChecker(
+            settings.base_url,
+            UrlCache(url_cache_path(settings.journal)),
+            concurrency=settings.download_concurrency,
+        )
+        if fetch
+        else None
+    )
 
     def on_plans(plans: list[P.RowPlan]) -> None:
-        nonlocal files, remote, reference_bytes, cached
+        nonlocal files, remote, reference_bytes, cached, unverified
         sizes: dict[str, int] = {}
         urls: list[str] = []
         for p in plans:
@@ -132,6 +157,7 @@ def estimate(
                     sizes[p.ref.sha256] = p.ref.size or 0
                 else:
                     urls.append("url:" + p.ref.source)
+                    unverified += checker is None
         new = distinct.add_new(list(sizes))
         files += len(new)
         reference_bytes += sum(sizes[sha] for sha in new)
@@ -142,7 +168,9 @@ def estimate(
             writer.write(plans)
 
     try:
-        scan = scan_manifest(settings, catalog, journal, 0, on_plans=on_plans, record=False)
+        scan = scan_manifest(
+            settings, catalog, journal, 0, on_plans=on_plans, record=False, remote=checker
+        )
         history = journal.durations(2000) if journal is not None else []
         rates = (
             [(r["summary"] or {}).get("request_rate") for r in journal.last_runs(10)]
@@ -151,6 +179,8 @@ def estimate(
         )
     finally:
         distinct.close()
+        if checker is not None:
+            checker.close()
         if writer is not None:
             writer.close()
         if journal is not None:
@@ -168,6 +198,10 @@ def estimate(
     est.reference_bytes = reference_bytes
     est.references_cached = cached
     est.remote_references = remote
+    est.unverified_rows = unverified
+    if checker is not None:
+        est.remote_downloaded = checker.downloaded
+        est.remote_not_modified = checker.not_modified
     est.invalid_examples = scan.invalid_messages
     seen_rates = [r for r in rates if r]
     est.duration_seconds, est.duration_basis = duration_range(
@@ -240,6 +274,11 @@ def judge(est: Estimate) -> int:
         )
     else:
         est.verdict = f"affordable: balance {est.balance} covers {est.credits}"
+    if est.unverified_rows:
+        est.verdict += (
+            f"; total unverified: {est.unverified_rows} rows have URL references not fetched"
+            " (--no-fetch)"
+        )
     if invalid:
         est.verdict += f"; {invalid} invalid rows will not be sent"
         return EXIT_ROWS_FAILED
@@ -256,13 +295,24 @@ def render(est: Estimate) -> str:
     lines.append(f"  {'model':<20}{'rows':>8}{'credits':>10}")
     for model, credits in est.credits_by_model.items():
         lines.append(f"  {model:<20}{est.rows_by_model.get(model, 0):>8}{credits:>10}")
-    lines.append(f"  {'total':<20}{est.decisions.get('would_submit', 0):>8}{est.credits:>10}")
+    total = f"  {'total':<20}{est.decisions.get('would_submit', 0):>8}{est.credits:>10}"
+    lines.append(total + ("  (unverified)" if est.unverified_rows else ""))
     lines.append("")
     lines.append(
         f"  uploads: {est.unique_reference_files} unique local files, "
         f"{est.reference_bytes:,} bytes, "
         f"{est.references_cached} already uploaded; {est.remote_references} remote URLs"
     )
+    if est.unverified_rows:
+        lines.append(
+            f"  unverified: {est.unverified_rows} rows have URL references not fetched"
+            " (--no-fetch): they are priced as if their references were valid"
+        )
+    elif est.remote_downloaded or est.remote_not_modified:
+        lines.append(
+            f"  URL references checked: {est.remote_downloaded} downloaded, "
+            f"{est.remote_not_modified} unchanged since the last estimate"
+        )
     lines.append(f"  duration: {_hms(lo)} to {_hms(hi)} ({est.duration_basis})")
     if est.max_credits is not None:
         lines.append(f"  --max-credits: {est.max_credits}")
@@ -281,11 +331,11 @@ def _hms(seconds: float) -> str:
     return f"{h}h{m:02d}m{sec:02d}s" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
 
 
-def run_estimate(settings: Settings, *, as_json: bool, out: Path | None) -> int:
+def run_estimate(settings: Settings, *, as_json: bool, out: Path | None, fetch: bool = True) -> int:
     """The CLI's estimate: print the table (or JSON) and return the exit code."""
     import click
 
-    est = estimate(settings, out=out)
+    est = estimate(settings, out=out, fetch=fetch)
     if settings.api_key is not None and not settings.simulate:
         try:
             est.balance = asyncio.run(fetch_balance(settings))

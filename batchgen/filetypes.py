@@ -1,12 +1,28 @@
 """File types by signature: what a file is, from its first bytes, whatever its name says.
 
 The service checks the detected signature, not the extension (rivya-api.md); batchgen's preflight
-and the simulator's Files API both call :func:`sniff_mime`.
+and the simulator's Files API both call :func:`sniff_mime`, and both decode-check images with
+:func:`image_problem`, so a truncated or corrupt image is refused offline exactly as the service
+would refuse its upload.
 """
 
 from __future__ import annotations
 
+import io
+import threading
+import warnings
+from pathlib import Path
+
 FILE_KINDS = ("image", "video", "audio")
+
+DECODABLE_IMAGES = frozenset(
+    {"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff"}
+)
+"""Image types :func:`image_problem` decodes (Pillow reads them); other types are not checked."""
+
+# One decode at a time per process: memory holds at most one decoded image, and the warnings
+# filter that turns Pillow's DecompressionBombWarning into an error is not shared between threads.
+_DECODE_LOCK = threading.Lock()
 
 
 def sniff_mime(head: bytes) -> str | None:
@@ -59,3 +75,44 @@ def kind_of_mime(mime: str) -> str | None:
     """``"image"``, ``"video"`` or ``"audio"`` for a MIME type; None otherwise."""
     top = mime.split("/", 1)[0].strip().lower()
     return top if top in FILE_KINDS else None
+
+
+def image_problem(source: bytes | Path, mime: str | None) -> tuple[str, str] | None:
+    """Why an image cannot be decoded: ``(rule, detail)``, or None when it decodes.
+
+    Rules: ``truncated`` (the data ends early), ``corrupt_image`` (it does not decode),
+    ``too_many_pixels`` (over Pillow's ``MAX_IMAGE_PIXELS``: a decompression bomb is refused
+    before it is decoded). Pillow's ``verify`` checks the structure (PNG chunk checksums), then
+    the image is opened again and loaded, which finds truncation ``verify`` misses (JPEG, WebP);
+    a JPEG is decoded at 1/8 scale, which still reads every byte. Types outside
+    :data:`DECODABLE_IMAGES` give None: the signature check speaks for them.
+    """
+    if mime not in DECODABLE_IMAGES:
+        return None
+    from PIL import Image  # here: only a reference check needs Pillow
+
+    def opened() -> Image.Image:
+        return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+
+    kind = mime.split("/", 1)[1].upper()
+    with _DECODE_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with opened() as im:
+                im.verify()
+            with opened() as im:
+                if im.format == "JPEG":
+                    im.draft(im.mode, (1, 1))
+                im.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            return (
+                "too_many_pixels",
+                f"the image has more than {Image.MAX_IMAGE_PIXELS:,} pixels, too many to decode",
+            )
+        except Exception as exc:  # any failure to decode untrusted bytes is the file's fault
+            text = str(exc)
+            if isinstance(exc, EOFError) or "truncated" in text.lower():
+                return "truncated", f"the {kind} data ends early: the file is truncated"
+            reason = "" if "cannot identify" in text else f" ({text[:100]})"
+            return "corrupt_image", f"the {kind} data does not decode{reason}"
+    return None

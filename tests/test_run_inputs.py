@@ -57,12 +57,16 @@ async def test_url_references_are_fetched_then_uploaded(tmp_path: Path, photo_ho
         ledger = srv.sim.ledger.snapshot()
     out = read_output(tmp_path / "out" / "results.csv").set_index("id")
     assert result.exit_code == 1
-    assert list(out["status"]) == ["succeeded", "succeeded", "failed", "failed"]
+    # A URL reference that cannot be fetched or is not an image makes its row invalid (never
+    # sent), as an estimate that fetches it says.
+    assert list(out["status"]) == ["succeeded", "succeeded", "invalid", "invalid"]
     assert ledger["files_uploaded"] == 1
-    assert out.loc["sku-00003", "error_code"] == "reference_unavailable"
+    assert out.loc["sku-00003", "error_code"] == "invalid_input"
     assert out.loc["sku-00003", "error_field"] == "photo"
-    assert "404" in out.loc["sku-00003", "error_message"]
+    message = out.loc["sku-00003", "error_message"]
+    assert "missing.png: HTTP 404" in message and "(reference_unavailable)" in message
     assert out.loc["sku-00004", "error_field"] == "photo"
+    assert "(mime)" in out.loc["sku-00004", "error_message"]
     assert ledger["tasks_created"] == 2
 
 

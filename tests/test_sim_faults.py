@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from PIL import Image
 
 from batchgen.sim import AccountConfig, FakeClock, KeyConfig, SimConfig, SimServer
 
@@ -281,7 +282,9 @@ async def test_admin_routes(client: Client, clock: FakeClock) -> None:
 async def test_upload_dropped_after_effect_is_stored(client: Client) -> None:
     client.srv.config.drop_after_rate = 1.0
     form = aiohttp.FormData()
-    form.add_field("file", io.BytesIO(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32), filename="a.png")
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, "PNG")  # a real image: the Files API decodes it
+    form.add_field("file", io.BytesIO(png.getvalue()), filename="a.png")
     form.add_field("kind", "image")
     form.add_field("client_request_id", "up-1")
     with pytest.raises(aiohttp.ClientConnectionError):

@@ -302,7 +302,10 @@ class Engine:
                 return
             task = await self.client.create_generation(body, idempotency_key=ikey)
         except RowFailure as exc:
-            self._fail(key, exc.code, exc.message, field=exc.field, request_id=exc.request_id)
+            if exc.invalid:
+                self._invalid(row, exc)
+            else:
+                self._fail(key, exc.code, exc.message, field=exc.field, request_id=exc.request_id)
         except InsufficientCreditsError as exc:
             self._block(key, exc)
             self.stop(STOP_CREDITS, exc)
@@ -361,6 +364,24 @@ class Engine:
             finished_at=J.now_iso(),
         )
         self.emit("failed", key=key, error_code=code, request_id=request_id, message=message)
+
+    def _invalid(self, row: Mapping[str, Any], exc: RowFailure) -> None:
+        """A row found invalid only when submitted (its URL reference): never sent, reported
+        on a line of its own with its row number, like the rows the scan found invalid."""
+        self.journal.update_row(
+            row["key"],
+            state=J.INVALID,
+            error_code=exc.code,
+            error_field=exc.field,
+            error_message=exc.message,
+            request_id=None,
+        )
+        self.emit(
+            "invalid",
+            key=row["key"],
+            error_code=exc.code,
+            message=f"row {row['row_number']}: {exc.message}",
+        )
 
     def _block(self, key: str, exc: ApiError) -> None:
         self.journal.update_row(

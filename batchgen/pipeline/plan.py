@@ -2,9 +2,10 @@
 
 ``run`` and ``estimate`` share this module, so an estimate validates and prices rows exactly as a
 run would. For every row it checks the catalog rules (model, prompt, params) and the reference
-(exists, readable, kind and MIME by signature, size, count), computes the content fingerprint and
-the credit cost, and compares with the journal to decide: submit, resume polling, keep an earlier
-success, or record the row as invalid.
+(exists, readable, kind and MIME by signature, size, count, and that an image decodes), computes
+the content fingerprint and the credit cost, and compares with the journal to decide: submit,
+resume polling, keep an earlier success, or record the row as invalid. (URL references are
+fetched by a run when it submits; an estimate fetches them here, through ``remote``.)
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ import os
 import sqlite3
 import stat
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from batchgen import journal as J
 from batchgen.catalog import Catalog, ReferenceInfo, Violation
-from batchgen.filetypes import kind_of_mime, sniff_mime
+from batchgen.filetypes import DECODABLE_IMAGES, image_problem, kind_of_mime, sniff_mime
 from batchgen.manifest import RawRow, RowSpec
+
+if TYPE_CHECKING:
+    from batchgen.pipeline.remote import UrlChecker
 
 # What a plan decides for a row.
 SUBMIT = "submit"  # send (again): new, changed, never sent, blocked, or a deliberate retry
@@ -43,7 +47,8 @@ HEAD_BYTES = 64
 
 @dataclass(frozen=True, slots=True)
 class RefCheck:
-    """A reference as checked offline. ``sha256`` is None for a URL (fetched at run time)."""
+    """A reference as checked offline. ``sha256`` is None for a URL (fetched at run time);
+    ``damage`` is the decode check's verdict on an image (see ``filetypes.image_problem``)."""
 
     source: str
     path: Path | None
@@ -52,6 +57,7 @@ class RefCheck:
     mime_type: str | None
     kind: str | None
     sha256: str | None
+    damage: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -169,14 +175,38 @@ def resolve_reference(cell: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
+Verdict = tuple[str, str] | None  # a decode check's (rule, detail), None when the image decodes
+
+
 class ReferenceChecker:
-    """Checks reference cells on disk; remembers the files hashed last (by path, size, mtime)."""
+    """Checks reference cells on disk; remembers the files hashed last (by path, size, mtime)
+    and the decode verdicts of the last files by content (sha256), so each unique image is
+    decoded once per scan. ``accepted(sha256)`` says the service already took those bytes (the
+    journal's upload cache): they are not decoded again."""
 
     CACHE_SIZE = 4096  # files: rows that share a photo are usually near each other
+    VERDICTS = 65536  # decode verdicts kept, by sha256
 
-    def __init__(self, base_dir: Path) -> None:
+    def __init__(self, base_dir: Path, accepted: Callable[[str], bool] | None = None) -> None:
         self.base_dir = base_dir
+        self.accepted = accepted
         self._cache: OrderedDict[tuple[str, int, int], tuple[str, str | None]] = OrderedDict()
+        self._verdicts: OrderedDict[str, Verdict] = OrderedDict()
+        self.decoded = 0  # images decoded (for tests and benchmarks)
+
+    def verdict(self, sha: str, mime: str | None, source: Path | bytes) -> Verdict:
+        """The decode check of the bytes ``sha``, from the cache or by decoding ``source``."""
+        if sha in self._verdicts:
+            self._verdicts.move_to_end(sha)
+            return self._verdicts[sha]
+        found: Verdict = None
+        if mime in DECODABLE_IMAGES and not (self.accepted is not None and self.accepted(sha)):
+            found = image_problem(source, mime)
+            self.decoded += 1
+        self._verdicts[sha] = found
+        if len(self._verdicts) > self.VERDICTS:
+            self._verdicts.popitem(last=False)
+        return found
 
     def check(self, cell: str, column: str) -> tuple[RefCheck | None, Violation | None]:
         if is_url(cell):
@@ -221,8 +251,9 @@ class ReferenceChecker:
                 column, "unreadable", f"column '{column}': cannot read {path}: {exc.strerror}"
             )
         sha, mime = cached
+        damage = self.verdict(sha, mime, path)
         kind = kind_of_mime(mime) if mime else None
-        return RefCheck(cell, path, None, st.st_size, mime, kind, sha), None
+        return RefCheck(cell, path, None, st.st_size, mime, kind, sha, damage), None
 
 
 class KeySet:
@@ -277,10 +308,15 @@ class Planner:
         journal: J.Journal | None = None,
         retry_failed: bool = False,
         context: str | None = None,
+        remote: UrlChecker | None = None,
     ) -> None:
         self.catalog = catalog
+        self.remote = remote  # fetches URL references (estimate); a run fetches when it submits
         self.base_dir = base_dir
-        self.refs = ReferenceChecker(base_dir)
+        self.refs = ReferenceChecker(
+            base_dir,
+            accepted=(lambda sha: journal.get_upload(sha) is not None) if journal else None,
+        )
         self.reference_column = reference_column or "reference"
         self.prompt_field = prompt_field
         self.param_columns = dict(param_columns)
@@ -326,7 +362,7 @@ class Planner:
         earlier = set(keys) - self.keys.add_new(keys)
         taken = set(earlier)  # keys owned by an earlier row: grows in manifest order below
         if journal is None:
-            return [self._plan(row, None, taken) for row in rows]
+            return self._fetched([self._plan(row, None, taken) for row in rows])
         brief = journal.get_rows(keys, BRIEF_COLUMNS)
         # First pass: the digest of every row, and which rows the fast path decides. Only the
         # first row of a key can be kept; a later one is a duplicate, found by _plan in order.
@@ -363,6 +399,13 @@ class Planner:
                 plan = self._plan(row, previous.get(row.key) if row.key else None, taken)
             plan.digest = digest
             plans.append(plan)
+        return self._fetched(plans)
+
+    def _fetched(self, plans: list[RowPlan]) -> list[RowPlan]:
+        """The plans, once the URL references of the rows to submit are fetched and judged
+        (only with a ``remote`` checker)."""
+        if self.remote is not None:
+            self.remote.judge(plans, self.catalog, self.reference_column)
         return plans
 
     def digest(self, row: RawRow) -> bytes | None:
@@ -437,6 +480,7 @@ class Planner:
                         mime_type=ref.mime_type,
                         size=ref.size or 0,
                         name=ref.path.name if ref.path else None,
+                        damage=ref.damage,
                     )
                 )
             elif ref is not None:

@@ -33,6 +33,7 @@ from batchgen.progress import Reporter
 
 if TYPE_CHECKING:
     from batchgen.client import RivyaClient
+    from batchgen.pipeline.remote import UrlChecker
 
 EXIT_OK = 0
 EXIT_ROWS_FAILED = 1
@@ -80,6 +81,7 @@ def scan_manifest(
     on_plans: Callable[[list[P.RowPlan]], None] | None = None,
     keep_invalid: int = 20,
     record: bool = True,
+    remote: UrlChecker | None = None,
 ) -> ScanResult:
     """Plan every manifest row (streamed) against the journal; record the plans unless told not.
 
@@ -88,7 +90,7 @@ def scan_manifest(
     costs reads, not a rewrite of the journal.
     """
     manifest = Manifest.open(settings, catalog)
-    planner = make_planner(settings, catalog, manifest, journal)
+    planner = make_planner(settings, catalog, manifest, journal, remote=remote)
     result = ScanResult(scan_id=run_id)
     recorder = journal if record else None  # the journal the plans are written to, if any
     previous_scan = recorder.start_scan() if recorder is not None else None
@@ -164,9 +166,10 @@ def make_planner(
     journal: J.Journal | None,
     *,
     fast: bool = True,
+    remote: UrlChecker | None = None,
 ) -> P.Planner:
     """The planner of a scan; ``fast=False`` plans every row in full (what the fast path of a
-    re-run must agree with)."""
+    re-run must agree with); ``remote`` fetches and judges URL references (estimate)."""
     return P.Planner(
         catalog,
         base_dir=settings.manifest.parent,
@@ -176,6 +179,7 @@ def make_planner(
         journal=journal,
         retry_failed=settings.retry_failed,
         context=manifest.context() if fast else None,
+        remote=remote,
     )
 
 

@@ -16,23 +16,30 @@ from batchgen import journal as J
 from batchgen.catalog import Catalog
 from batchgen.errors import BatchgenError
 from batchgen.filetypes import kind_of_mime, sniff_mime
+from batchgen.pipeline.remote import fetched_violations, from_bytes, from_error, size_cap
 
 if TYPE_CHECKING:
     from batchgen.client import RivyaClient
 
-DEFAULT_MAX_BYTES = 10_000_000
-
 
 class RowFailure(BatchgenError):
-    """A failure that belongs to one row (the run goes on)."""
+    """A failure that belongs to one row (the run goes on). ``invalid``: the row's input is at
+    fault (a URL reference that cannot be fetched or breaks a rule), and nothing was sent."""
 
     def __init__(
-        self, code: str, message: str, *, field: str | None = None, request_id: str | None = None
+        self,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        request_id: str | None = None,
+        invalid: bool = False,
     ) -> None:
         self.code = code
         self.message = message
         self.field = field
         self.request_id = request_id
+        self.invalid = invalid
         super().__init__(f"{code}: {message}")
 
 
@@ -69,8 +76,7 @@ class Uploader:
         sha = row["reference_sha256"]
         if sha is None:
             # A URL reference: fetch it to learn its bytes (the service wants an upload).
-            data = await self._fetch(cell, row["model"])
-            sha = hashlib.sha256(data).hexdigest()
+            data, sha = await self._fetch(cell, row["model"])
         upload = self.journal.get_upload(sha)
         if upload is None:
             upload = await self._upload_once(sha, cell, data, row["model"])
@@ -83,18 +89,29 @@ class Uploader:
             item["mimeType"] = upload.mime_type
         return [item]
 
-    async def _fetch(self, url: str, model: str) -> bytes:
-        spec = self.catalog.get(model)
-        limit = spec.reference.max_bytes if spec and spec.reference else DEFAULT_MAX_BYTES
+    async def _fetch(self, url: str, model: str) -> tuple[bytes, str]:
+        """The bytes of a URL reference and their sha256, judged as an estimate judges them
+        (pipeline.remote): a URL that breaks a rule makes the row invalid."""
+        data = b""
         try:
-            data, _ = await self.client.fetch(url, max_bytes=limit)
+            media = await self.client.fetch_media(url, max_bytes=size_cap(self.catalog, model))
         except BatchgenError as exc:
+            found = from_error(url, exc)
+        else:
+            data = media.body
+            found = await asyncio.to_thread(
+                from_bytes, url, data, status=media.status, content_type=media.content_type
+            )
+        problems = fetched_violations(self.catalog, model, self.column, found)
+        if problems:
             raise RowFailure(
-                "reference_unavailable",
-                f"column '{self.column}': cannot fetch {url}: {exc}",
+                "invalid_input",
+                "; ".join(v.message for v in problems),
                 field=self.column,
-            ) from exc
-        return data
+                invalid=True,
+            )
+        assert found.sha256 is not None
+        return data, found.sha256
 
     async def _upload_once(self, sha: str, cell: str, data: bytes | None, model: str) -> J.Upload:
         fut = self.inflight.get(sha)

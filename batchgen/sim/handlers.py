@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import BodyPartReader, web
 
 from batchgen.catalog import REFERENCE_PARAM, ReferenceInfo, Violation
-from batchgen.filetypes import sniff_mime
+from batchgen.filetypes import image_problem, sniff_mime
 from batchgen.sim.images import CONTENT_TYPES, EXTENSIONS, render
 from batchgen.sim.state import FileRecord, InsufficientCredits, Task, fingerprint, iso
 
@@ -312,7 +312,10 @@ class Handlers:
             return self._invalid(problems)
         mime = sniff_mime(bytes(data[:64]))
         name = filename or "upload"
-        info = ReferenceInfo(kind, mime, size, name)
+        # Like the service, refuse an image that does not decode (batchgen's preflight runs the
+        # same check, so the offline verdict and this one agree).
+        damage = await asyncio.to_thread(image_problem, bytes(data), mime) if size <= cap else None
+        info = ReferenceInfo(kind, mime, size, name, damage)
         problems = self.catalog.validate_file(kind, info, fields.get("model") or None)
         if problems:
             return self._invalid(problems)
