@@ -23,6 +23,8 @@ from batchgen.coerce import (
     Value,
     as_bool,
     as_choice,
+    as_delimiter,
+    as_encoding,
     as_float,
     as_int,
     as_range,
@@ -64,6 +66,8 @@ class Settings:
     job_id: str
     manifest: Path
     manifest_format: str
+    encoding: str
+    delimiter: str
     id_column: str
     model_column: str | None
     prompt_column: str | None
@@ -133,9 +137,10 @@ _CHOICES = {
     "log_format": LOG_FORMATS,
 }
 _MAPPINGS = ("params", "params_by_model", "param_columns")
+_TEXT_FORMAT = {"encoding": as_encoding, "delimiter": as_delimiter}  # how manifest text is read
 _FIELD_NAMES = (
     *_INT_MIN, *_FLOATS, *_RANGES, *_BOOLS, *_PATHS, *_OPTIONAL_STRS, *_STRS, *_MAPPINGS,
-    "passthrough",
+    *_TEXT_FORMAT, "passthrough",
 )  # fmt: skip
 _FLAG_NAMES = frozenset({*_FIELD_NAMES, "api_key", "api_key_file"})
 
@@ -213,6 +218,9 @@ def resolve_settings(
         put(name, text, v.where)
     v = pick("passthrough", ())
     put("passthrough", as_str_list(v), v.where)
+    for name, coerce in _TEXT_FORMAT.items():
+        v = pick(name, _DEFAULT_STRS[name])
+        put(name, coerce(v), v.where)
 
     paths: dict[str, Path | None] = {}
     for name in _PATHS:
@@ -304,6 +312,8 @@ _DEFAULT_INTS = {
 _DEFAULT_FLOATS = {"rate": 0.0, "task_timeout": 900.0, "status_interval": 30.0}
 _DEFAULT_RANGES = {"poll_first": (2.0, 3.0), "poll_interval": (5.0, 10.0)}
 _DEFAULT_STRS = {
+    "encoding": "utf-8",
+    "delimiter": ",",
     "id_column": "id",
     "prompt_column": "prompt",
     "base_url": DEFAULT_BASE_URL,

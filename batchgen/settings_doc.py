@@ -26,6 +26,8 @@ _DOC_TABLE = """
 job_id                 | +      | + | job.id                    | job file stem | Job name; part of every idempotency key.
 manifest               | +      | + | manifest.path             | (required) | Manifest file: CSV, Parquet or JSONL.
 manifest_format        | +      | + | manifest.format           | by suffix | csv, parquet or jsonl.
+encoding               | +      | + | manifest.encoding         | utf-8 | Text encoding of a CSV or JSONL manifest (utf-8 also reads a BOM; cp1252 for Windows spreadsheet exports).
+delimiter              | +      | + | manifest.delimiter        | , | CSV cell delimiter: one character (tab for tab), or auto to sniff , ; tab or pipe from the header.
 id_column              | +      | + | manifest.id_column        | id | Column holding each row's unique key.
 model_column           | +      | + | manifest.model_column     | none | Per-row model column (blank cell = model).
 prompt_column          | +      | + | manifest.prompt_column    | prompt | Prompt column, used when there is no template.

@@ -72,13 +72,22 @@ def test_messy_csv(tmp_path: Path) -> None:
 
 
 def test_csv_row_width_problems(tmp_path: Path) -> None:
+    """Any line whose cell count is not the header's is invalid, blank extra cells included,
+    and none of its cells is used (not even its key): which one shifted is unknowable."""
     path = tmp_path / "w.csv"
-    path.write_text("id,prompt,extra\n1,a cat,x,oops\n2,a dog\n3,a cow,z,\n")
+    path.write_text("id,prompt,extra\n1,a cat,x,oops\n2,a dog\n3,a cow,z,\n4,a pig,\n5,,,,\n")
     rows = read_all(make_settings(path))
-    assert [(p.field, p.rule) for p in rows[0].problems] == [("row", "field_count")]
-    assert "line 2" in rows[0].problems[0].message
-    assert rows[1].problems == [] and rows[1].prompt == "a dog"
-    assert rows[2].problems == []  # a trailing empty cell is harmless
+    assert [[(p.field, p.rule) for p in r.problems] for r in rows] == [
+        [("row", "field_count")], [("row", "field_count")], [("row", "field_count")], [],
+        [("row", "field_count")],
+    ]  # fmt: skip
+    assert [r.problems[0].message.split(" has ")[0] for r in rows if r.problems] == [
+        "line 2", "line 3", "line 4", "line 6",
+    ]  # fmt: skip
+    assert "has 4 cells but the header has 3 columns" in rows[2].problems[0].message
+    bad = [rows[i] for i in (0, 1, 2, 4)]
+    assert [(r.key, r.model, r.prompt, r.params) for r in bad] == [("", None, None, {})] * 4
+    assert rows[3].key == "4" and rows[3].prompt == "a pig"
 
 
 # --------------------------------------------------------------------------- equivalence

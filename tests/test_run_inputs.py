@@ -81,7 +81,7 @@ async def test_duplicate_and_blank_keys_are_reported_not_merged(tmp_path: Path) 
     assert (
         out.loc[3, "error_code"] == "duplicate_key" and rows[1]["id"] in out.loc[3, "error_message"]
     )
-    assert out.loc[4, "error_message"].startswith("blank row key")
+    assert out.loc[4, "error_message"] == "column 'id': the row key is blank (required)"
     assert ledger["tasks_created"] == 3
 
 

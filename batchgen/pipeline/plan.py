@@ -277,6 +277,8 @@ class Planner:
         journal: J.Journal | None = None,
         retry_failed: bool = False,
         context: str | None = None,
+        id_column: str = "id",
+        model_column: str | None = None,
     ) -> None:
         self.catalog = catalog
         self.base_dir = base_dir
@@ -284,6 +286,8 @@ class Planner:
         self.reference_column = reference_column or "reference"
         self.prompt_field = prompt_field
         self.param_columns = dict(param_columns)
+        self.id_column = id_column
+        self.model_column = model_column or "model"
         self.journal = journal
         self.retry_failed = retry_failed
         self.keys = KeySet()  # the keys of earlier batches, to find duplicates
@@ -300,6 +304,8 @@ class Planner:
             return self.reference_column
         if fld == "prompt":
             return self.prompt_field
+        if fld == "model":
+            return self.model_column
         return fld
 
     def _located(self, v: Violation) -> Violation:
@@ -391,16 +397,20 @@ class Planner:
         self.keys.close()
 
     def _plan(self, row: RawRow, prev: sqlite3.Row | None, taken: set[str]) -> RowPlan:
+        if row.problems:  # the line could not be read: it has no cells, no key, no request
+            return RowPlan(row, INVALID, violations=list(row.problems))
         spec = row.spec()
         if spec.key and spec.key in taken:
+            column = self.id_column
             return RowPlan(
                 row,
                 DUPLICATE,
                 violations=[
                     Violation(
-                        "key",
+                        column,
                         "duplicate_key",
-                        f"key '{spec.key}' already used by an earlier row; keys must be unique",
+                        f"column '{column}': key '{spec.key}' already used by an earlier row;"
+                        " keys must be unique",
                     )
                 ],
             )
@@ -420,15 +430,8 @@ class Planner:
                 return RowPlan(
                     row, KEEP, fingerprint=fp, ref=ref, previous=prev, epoch=prev["epoch"]
                 )
-        if not spec.model:
-            violations.append(
-                Violation(
-                    "model",
-                    "required",
-                    "no model: set generation.model in the job file or fill the model column",
-                )
-            )
-        elif not violations or self.catalog.get(spec.model) is not None:
+        # A blank key or model is among the row's own problems, named after its column.
+        if spec.model and (not violations or self.catalog.get(spec.model) is not None):
             refs = []
             if ref is not None and ref.url is None:
                 refs.append(
@@ -458,8 +461,6 @@ class Planner:
                 ):
                     continue  # unrecognised content: the mime violation says it all
                 violations.append(self._located(v))
-        if not spec.key:
-            violations.insert(0, Violation("key", "required", "blank row key"))
         if violations:
             return RowPlan(row, INVALID, ref=ref, violations=violations, previous=prev)
         assert spec.model is not None
