@@ -261,7 +261,8 @@ class Manifest:
         delimiter = settings.delimiter
         if fmt == "csv":
             if delimiter == "auto":
-                delimiter = sniff_delimiter(path, settings.encoding, where)
+                at = f"{path}; {settings.where('delimiter')}"
+                delimiter = sniff_delimiter(path, settings.encoding, at)
             columns = _csv_header(path, settings.encoding, delimiter, where)
         elif fmt == "parquet":
             columns, row_count = _parquet_header(path, where)
@@ -677,11 +678,13 @@ def _jsonl_lines(path: Path, encoding: str) -> Iterator[tuple[int, Any, str | No
 
 def _jsonl_header(path: Path, encoding: str, where: str) -> list[str]:
     """Columns of a JSONL manifest: the keys of its first valid object."""
-    for _, obj, _ in _jsonl_lines(path, encoding):
+    first_error = ""
+    for number, obj, error in _jsonl_lines(path, encoding):
         if obj is not None:
             return [str(k) for k in obj]
+        first_error = first_error or f" (line {number}: {error})"
     raise UsageError(
-        "manifest has no JSON object lines",
+        f"manifest has no JSON object lines{first_error}",
         where,
         'write one object per line, e.g. {"id": "1", "prompt": "..."}',
     )
