@@ -37,6 +37,7 @@ from batchgen.textfile import (
     ascii_compatible,
     codec,
     decode_error,
+    delimiter_hint,
     display_name,
     encoding_fix,
     sniff_delimiter,
@@ -478,7 +479,7 @@ def _closest(word: str, choices: Sequence[str]) -> str | None:
 
 def _check_columns(settings: Settings, path: Path, columns: Sequence[str]) -> None:
     present = set(columns)
-    listing = ", ".join(columns) if columns else "(none)"
+    listing = (", ".join(columns) if columns else "(none)") + delimiter_hint(columns)
 
     def missing(column: str, what: str, setting: str, extra_fix: str = "") -> UsageError:
         close = _closest(column, columns)
@@ -656,16 +657,14 @@ def _jsonl_lines(path: Path, encoding: str) -> Iterator[tuple[int, Any, str | No
             try:
                 obj = json.loads(raw.decode(encoding))
             except UnicodeDecodeError as exc:
-                guess = suggest_encoding(raw, encoding)
-                yield (
-                    number,
-                    None,
-                    (
-                        f"not {display_name(encoding)} text: byte {raw[exc.start : exc.end].hex(' ')} "
-                        f"at byte offset {start + exc.start} cannot be decoded; if the whole file is "
-                        f"in another encoding, {encoding_fix(guess)}"
-                    ),
+                bad = raw[exc.start : exc.end].hex(" ")
+                fix = encoding_fix(suggest_encoding(raw, encoding))
+                message = (
+                    f"not {display_name(encoding)} text: byte {bad} at byte offset "
+                    f"{start + exc.start} cannot be decoded; if the whole file is in another "
+                    f"encoding, {fix}"
                 )
+                yield number, None, message
                 continue
             except json.JSONDecodeError as exc:
                 yield number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 from batchgen.errors import UsageError
@@ -60,7 +61,8 @@ def encoding_fix(encoding: str) -> str:
 def decode_error(path: Path, encoding: str) -> UsageError:
     """The error for a file ``encoding`` cannot decode: the first bad byte's line (counted as
     the readers count them) and byte offset, and the encoding to set instead."""
-    # Plain UTF-8, the BOM skipped here: the BOM-aware decoder reports offsets past it.
+    # For UTF-8, the plain decoder with the BOM skipped by hand: the BOM-aware one reports
+    # offsets that do not count the BOM.
     decoder = codecs.getincrementaldecoder(encoding)()
     breaks = 0  # line breaks decoded so far
     last = ""  # the last character decoded (a "\r" may pair with a "\n" across chunks)
@@ -144,6 +146,21 @@ def sniff_delimiter(path: Path, encoding: str, where: str) -> str:
             "set manifest.delimiter (or --delimiter) to the one the file uses",
         )
     return best[0]
+
+
+def delimiter_hint(columns: Sequence[str]) -> str:
+    """A hint for a header read as one column that holds a delimiter (``""`` otherwise)."""
+    if len(columns) != 1:
+        return ""
+    counts = {d: columns[0].count(d) for d in SNIFF_DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    if not counts[best]:
+        return ""
+    shown = "tab" if best == "\t" else best
+    return (
+        f" (the header reads as one column: if the file is {_shown(best)}-delimited, set "
+        f'manifest.delimiter = "{shown}" or "auto", or --delimiter)'
+    )
 
 
 def _shown(delimiter: str) -> str:

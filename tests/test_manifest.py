@@ -475,6 +475,10 @@ def test_delimiter_sniffing_ties_and_single_columns(tmp_path: Path) -> None:
     quoted = csv_file(tmp_path, '"id;x",prompt,"a;b"\n1,p,q\n', "q.csv")
     manifest = Manifest.open(make_settings(quoted, delimiter="auto", id_column="id;x"), CATALOG)
     assert manifest.delimiter == "," and manifest.columns == ["id;x", "prompt", "a;b"]
+    semicolons = csv_file(tmp_path, "id;prompt\n1;a cat\n", "e.csv")
+    with pytest.raises(UsageError) as info:
+        Manifest.open(make_settings(semicolons), CATALOG)
+    assert "if the file is ';'-delimited, set manifest.delimiter = \";\"" in str(info.value)
     single = csv_file(tmp_path, "prompt\na cat\n", "s.csv")
     manifest = Manifest.open(make_settings(single, delimiter="auto", id_column="prompt"), CATALOG)
     assert manifest.delimiter == ","
