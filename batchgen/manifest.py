@@ -123,6 +123,19 @@ class RawRow:
         """All cells as one string (see :meth:`Manifest.row_text`)."""
         return self._manifest.row_text(self)
 
+    def param_default(self, key: str, column: str) -> str | None:
+        """The job-file setting that gave param ``key`` its value, when the row's ``column``
+        cell is blank and the job sets a default; None when the value is the row's own."""
+        names = list(self.names)
+        at = len(names) - 1 - names[::-1].index(column) if column in names else -1
+        if 0 <= at < len(self.values) and self.values[at].strip():
+            return None
+        s = self._manifest.settings
+        model = self.spec().model
+        if model is not None and key in s.params_by_model.get(model, {}):
+            return f'generation.params_by_model."{model}".{key}'
+        return f"generation.params.{key}" if key in s.params else None
+
 
 # --------------------------------------------------------------------------- templates
 

@@ -163,16 +163,18 @@ async def test_a_line_with_the_wrong_cell_count_is_never_sent(tmp_path: Path) ->
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
 async def test_errors_name_the_manifests_own_columns(tmp_path: Path, fmt: str) -> None:
+    """The id, model and mapped param columns and the template's input, as the manifest names
+    them; a blank param cell whose job default is wrong names the job-file key instead."""
     import pandas as pd
 
     frame = pd.DataFrame(
         {
-            "sku": ["S1", "S1", "", "S4", "S5", "S6", "S7"],
-            "title": ["mug", "cup", "lamp", "vase", "pot", "bowl", "jar"],
-            "colour": ["red", "blue", "red", "red", "red", "red", ""],
+            "sku": ["S1", "S1", "", "S4", "S5", "S6", "S7", "S8"],
+            "title": ["mug", "cup", "lamp", "vase", "pot", "bowl", "jar", "tray"],
+            "colour": ["red", "blue", "red", "red", "red", "red", "", "red"],
             "engine": ["qwen2-image", "qwen2-image", "qwen2-image", "qwen9", "", "qwen2-image",
-                       "qwen2-image"],
-            "size": ["1:1", "", "", "", "", "99:1", ""],
+                       "qwen2-image", "qwen-image"],
+            "size": ["1:1", "", "", "", "", "99:1", "", ""],
         }
     )  # fmt: skip
     manifest = tmp_path / f"m.{fmt}"
@@ -190,7 +192,10 @@ async def test_errors_name_the_manifests_own_columns(tmp_path: Path, fmt: str) -
                 "path": manifest.name, "id_column": "sku", "model_column": "engine",
                 "param_columns": {"image_size": "size"},
             },
-            "generation": {"template": "{title} in {colour}"},
+            "generation": {
+                "template": "{title} in {colour}",
+                "params_by_model": {"qwen-image": {"image_size": "huge"}},
+            },
             "output": {"path": "out/results.csv"},
             "run": {"poll_first": [0.05, 0.1], "poll_interval": [0.05, 0.2]},
         },
@@ -200,16 +205,18 @@ async def test_errors_name_the_manifests_own_columns(tmp_path: Path, fmt: str) -
         ledger = srv.sim.ledger.snapshot()
     out = read_output(tmp_path / "out" / "results.csv")
     assert result.exit_code == 1 and ledger["tasks_created"] == 1
-    assert list(out["status"]) == ["succeeded"] + ["invalid"] * 6
-    assert list(out["error_field"][1:]) == ["sku", "sku", "engine", "engine", "size", "colour"]
-    assert list(out["error_code"][1:]) == ["duplicate_key"] + ["invalid_input"] * 5
-    columns = ["sku", "sku", "engine", "engine", "size", "colour"]
+    assert list(out["status"]) == ["succeeded"] + ["invalid"] * 7
+    default = 'generation.params_by_model."qwen-image".image_size'
+    columns = ["sku", "sku", "engine", "engine", "size", "colour", default]
+    assert list(out["error_field"][1:]) == columns
+    assert list(out["error_code"][1:]) == ["duplicate_key"] + ["invalid_input"] * 6
     messages = list(out["error_message"][1:])
-    for message, column in zip(messages, columns, strict=True):
+    for message, column in zip(messages[:-1], columns, strict=False):
         assert message.startswith(f"column '{column}': "), message
     assert "key 'S1' already used" in messages[0] and "key is blank" in messages[1]
     assert "unknown model 'qwen9'" in messages[2] and "blank" in messages[3]
     assert "'99:1' is not one of" in messages[4] and "template uses it" in messages[5]
+    assert messages[6].startswith(f"{default} (job default): 'huge' is not one of")
 
 
 async def test_a_windows_semicolon_export_runs(tmp_path: Path) -> None:

@@ -308,13 +308,18 @@ class Planner:
             return self.model_column
         return fld
 
-    def _located(self, v: Violation) -> Violation:
-        """The violation re-addressed to the manifest column that holds the value."""
+    def _located(self, v: Violation, row: RawRow | None = None) -> Violation:
+        """The violation re-addressed to the manifest column that holds the value, or to the
+        job-file setting when a param's value is the job's default (its cell is blank)."""
         column = self._column_of(v.field)
         message = v.message
         head, sep, rest = message.partition(": ")
         if sep and (head == v.field or head.startswith(("params.", "prompt", "model"))):
             message = rest
+        if row is not None and v.field.startswith("params."):
+            setting = row.param_default(v.field.split(".", 1)[1], column)
+            if setting is not None:
+                return Violation(setting, v.rule, f"{setting} (job default): {message}")
         if not message.startswith("column '"):
             message = f"column '{column}': {message}"
         return Violation(column, v.rule, message)
@@ -460,7 +465,7 @@ class Planner:
                     and ref.mime_type is None
                 ):
                     continue  # unrecognised content: the mime violation says it all
-                violations.append(self._located(v))
+                violations.append(self._located(v, row))
         if violations:
             return RowPlan(row, INVALID, ref=ref, violations=violations, previous=prev)
         assert spec.model is not None
