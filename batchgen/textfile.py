@@ -67,8 +67,10 @@ def decode_error(path: Path, encoding: str) -> UsageError:
     breaks = 0  # line breaks decoded so far
     last = ""  # the last character decoded (a "\r" may pair with a "\n" across chunks)
     with path.open("rb") as fh:
-        if encoding == "utf-8" and fh.read(3) != codecs.BOM_UTF8:
-            fh.seek(0)
+        bom = fh.read(3)
+        # A UTF-16 byte order mark says more than any byte after it.
+        utf16 = bom.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+        fh.seek(3 if encoding == "utf-8" and bom == codecs.BOM_UTF8 else 0)
         offset = fh.tell()  # of the chunk in the file
         while True:
             chunk = fh.read(_CHUNK)
@@ -86,7 +88,7 @@ def decode_error(path: Path, encoding: str) -> UsageError:
                 line_start = data.rfind(b"\n", 0, exc.start) + 1
                 line_end = data.find(b"\n", exc.start)
                 raw = bytes(data[line_start : line_end if line_end >= 0 else len(data)])
-                guess = suggest_encoding(raw, encoding)
+                guess = "utf-16" if utf16 else suggest_encoding(raw, encoding)
                 return UsageError(
                     f"manifest is not {display_name(encoding)} text: byte {bad.hex(' ')} "
                     "cannot be decoded",

@@ -521,6 +521,11 @@ def test_undecodable_header_and_bytes_cp1252_lacks(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as info:
         Manifest.open(make_settings(path), CATALOG)
     assert info.value.where == f"{path}, line 1, byte offset 5"
+    path.write_bytes("id\tprompt\n1\ta\n".encode("utf-16"))  # Excel's "Unicode text"
+    with pytest.raises(UsageError) as info:
+        Manifest.open(make_settings(path), CATALOG)
+    assert info.value.where == f"{path}, line 1, byte offset 0"
+    assert 'manifest.encoding = "utf-16"' in (info.value.fix or "")
 
 
 def test_jsonl_encoding_and_undecodable_lines(tmp_path: Path) -> None:
