@@ -129,7 +129,7 @@ def as_encoding(v: Value) -> str:
         raise UsageError(f"unknown encoding {v.value!r}", v.where, ENCODING_FIX) from None
     if not info._is_text_encoding:  # type: ignore[attr-defined]
         raise UsageError(f"{v.value!r} is not a text encoding", v.where, ENCODING_FIX)
-    return info.name
+    return "utf-8" if info.name == "utf-8-sig" else info.name  # utf-8 reads a BOM anyway
 
 
 def as_delimiter(v: Value) -> str:
