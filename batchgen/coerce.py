@@ -6,6 +6,7 @@ are resolved against) and raises :class:`~batchgen.errors.UsageError` naming ``V
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import math
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from batchgen.errors import UsageError
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", "n", ""})
+ENCODING_FIX = "give e.g. utf-8, cp1252 (Windows spreadsheet exports), latin-1 or utf-16"
 
 
 class Value(NamedTuple):
@@ -115,6 +117,33 @@ def as_choice(text: str, choices: tuple[str, ...], where: str) -> str:
     close = difflib.get_close_matches(text, choices, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise UsageError(f"unknown value {text!r}", where, f"{hint}choose one of {', '.join(choices)}")
+
+
+def as_encoding(v: Value) -> str:
+    """A text encoding's canonical codec name (``UTF8`` -> ``utf-8``, ``latin1`` -> ``iso8859-1``)."""
+    if not isinstance(v.value, str) or not v.value.strip():
+        raise UsageError(f"expected an encoding name, got {v.value!r}", v.where, ENCODING_FIX)
+    try:
+        info = codecs.lookup(v.value.strip())
+    except LookupError:
+        raise UsageError(f"unknown encoding {v.value!r}", v.where, ENCODING_FIX) from None
+    if not info._is_text_encoding:  # type: ignore[attr-defined]
+        raise UsageError(f"{v.value!r} is not a text encoding", v.where, ENCODING_FIX)
+    return "utf-8" if info.name == "utf-8-sig" else info.name  # utf-8 reads a BOM anyway
+
+
+def as_delimiter(v: Value) -> str:
+    """One delimiter character (``tab`` or ``\\t`` for a tab), or ``auto``."""
+    value = v.value
+    if isinstance(value, str) and value.strip().lower() in ("auto", "tab", "\\t"):
+        return "auto" if value.strip().lower() == "auto" else "\t"
+    if not isinstance(value, str) or len(value) != 1 or value in ('"', "\r", "\n"):
+        raise UsageError(
+            f"delimiter must be one character or auto, got {value!r}",
+            v.where,
+            "give e.g. ';', tab or auto (sniffs , ; tab or pipe from the header)",
+        )
+    return value
 
 
 def as_str_list(v: Value) -> tuple[str, ...]:

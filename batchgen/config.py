@@ -23,6 +23,8 @@ from batchgen.coerce import (
     Value,
     as_bool,
     as_choice,
+    as_delimiter,
+    as_encoding,
     as_float,
     as_int,
     as_range,
@@ -64,6 +66,8 @@ class Settings:
     job_id: str
     manifest: Path
     manifest_format: str
+    encoding: str
+    delimiter: str
     id_column: str
     model_column: str | None
     prompt_column: str | None
@@ -133,9 +137,10 @@ _CHOICES = {
     "log_format": LOG_FORMATS,
 }
 _MAPPINGS = ("params", "params_by_model", "param_columns")
+_TEXT_FORMAT = {"encoding": as_encoding, "delimiter": as_delimiter}  # how manifest text is read
 _FIELD_NAMES = (
     *_INT_MIN, *_FLOATS, *_RANGES, *_BOOLS, *_PATHS, *_OPTIONAL_STRS, *_STRS, *_MAPPINGS,
-    "passthrough",
+    *_TEXT_FORMAT, "passthrough",
 )  # fmt: skip
 _FLAG_NAMES = frozenset({*_FIELD_NAMES, "api_key", "api_key_file"})
 
@@ -212,6 +217,9 @@ def resolve_settings(
         put(name, text, v.where)
     v = pick("passthrough", ())
     put("passthrough", as_str_list(v), v.where)
+    for name, coerce in _TEXT_FORMAT.items():
+        v = pick(name, DEFAULTS[name])
+        put(name, coerce(v), v.where)
 
     paths: dict[str, Path | None] = {}
     for name in _PATHS:

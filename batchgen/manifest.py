@@ -7,13 +7,17 @@ File-level problems (missing file, missing column, bad template) raise
 problems (blank id, blank template input, a malformed line) are recorded on the row as
 :class:`~batchgen.catalog.Violation` naming the column, and never stop the other rows.
 
-CSV is read with the standard ``csv`` module (UTF-8 with or without BOM, CRLF, quoted commas
-and newlines), not pandas, so that a malformed line is one row's problem rather than a parser
-error for the whole file, and no cell is ever type-guessed.
+CSV is read with the standard ``csv`` module (quoted delimiters and newlines, CRLF, a BOM), not
+pandas, so that a malformed line is one row's problem rather than a parser error for the whole
+file, and no cell is ever type-guessed. A line whose cell count differs from the header's is
+invalid as a whole (``field_count``): none of its cells is used, not even its key, since any of
+them may have shifted. The text encoding and delimiter come from ``manifest.encoding`` and
+``manifest.delimiter`` (see :mod:`batchgen.textfile`).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import difflib
@@ -29,6 +33,16 @@ from typing import TYPE_CHECKING, Any
 
 from batchgen.catalog import Catalog, Violation
 from batchgen.errors import UsageError
+from batchgen.textfile import (
+    ascii_compatible,
+    codec,
+    decode_error,
+    delimiter_hint,
+    display_name,
+    encoding_fix,
+    sniff_delimiter,
+    suggest_encoding,
+)
 
 if TYPE_CHECKING:
     from batchgen.config import Settings
@@ -39,6 +53,8 @@ PARQUET_MAGIC = b"PAR1"
 # other setting changes how a run goes, not what a row asks for.
 MAPPING_SETTINGS = (
     "manifest_format",
+    "encoding",
+    "delimiter",
     "id_column",
     "model",
     "model_column",
@@ -106,6 +122,19 @@ class RawRow:
     def text(self) -> str:
         """All cells as one string (see :meth:`Manifest.row_text`)."""
         return self._manifest.row_text(self)
+
+    def param_default(self, key: str, column: str) -> str | None:
+        """The job-file setting that gave param ``key`` its value, when the row's ``column``
+        cell is blank and the job sets a default; None when the value is the row's own."""
+        names = list(self.names)
+        at = len(names) - 1 - names[::-1].index(column) if column in names else -1
+        if 0 <= at < len(self.values) and self.values[at].strip():
+            return None
+        s = self._manifest.settings
+        model = self.spec().model
+        if model is not None and key in s.params_by_model.get(model, {}):
+            return f'generation.params_by_model."{model}".{key}'
+        return f"generation.params.{key}" if key in s.params else None
 
 
 # --------------------------------------------------------------------------- templates
@@ -195,6 +224,7 @@ class Manifest:
         fmt: str,
         columns: list[str],
         row_count: int | None,
+        delimiter: str = ",",
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -202,6 +232,7 @@ class Manifest:
         self.format = fmt
         self.columns = columns
         self.row_count = row_count  # known up front for Parquet only
+        self.delimiter = delimiter  # of a CSV manifest, sniffed when the setting is "auto"
         self.template = (
             parse_template(settings.template, settings.where("template"))
             if (settings.template is not None)
@@ -241,12 +272,23 @@ class Manifest:
                 "set manifest.format = 'parquet' or give the file a .parquet suffix",
             )
         row_count: int | None = None
+        delimiter = settings.delimiter
         if fmt == "csv":
-            columns = _csv_header(path, where)
+            if delimiter == "auto":
+                at = f"{path}; {settings.where('delimiter')}"
+                delimiter = sniff_delimiter(path, settings.encoding, at)
+            columns = _csv_header(path, settings.encoding, delimiter, where)
         elif fmt == "parquet":
             columns, row_count = _parquet_header(path, where)
         elif fmt == "jsonl":
-            columns = _jsonl_header(path, where)
+            if not ascii_compatible(settings.encoding):
+                raise UsageError(
+                    f"a JSONL manifest is read line by line, which {settings.encoding} text "
+                    "cannot be",
+                    f"{path}; {settings.where('encoding')}",
+                    "save it as UTF-8 (JSON Lines files are UTF-8)",
+                )
+            columns = _jsonl_header(path, settings.encoding, where)
         else:
             raise UsageError(
                 f"unknown manifest format {fmt!r}",
@@ -260,7 +302,7 @@ class Manifest:
                 "generation.model / --model",
                 "set a default model, or a manifest.model_column with a model per row",
             )
-        return cls(settings, catalog, path, fmt, columns, row_count)
+        return cls(settings, catalog, path, fmt, columns, row_count, delimiter)
 
     def iter_batches(self) -> Iterator[list[RowSpec]]:
         """Yield lists of at most ``settings.batch_size`` mapped rows, in manifest order."""
@@ -323,10 +365,10 @@ class Manifest:
     ) -> Iterator[tuple[Sequence[str], Sequence[str], list[Violation] | None]]:
         """(names, values, problems) per row; CSV and Parquet rows share one ``names`` list."""
         if self.format == "csv":
-            return _iter_csv(self.path, self.columns)
+            return _iter_csv(self.path, self.columns, self.settings.encoding, self.delimiter)
         if self.format == "parquet":
             return _iter_parquet(self.path, self._needed_columns(), self.settings.batch_size)
-        return _iter_jsonl(self.path)
+        return _iter_jsonl(self.path, self.settings.encoding)
 
     def _needed_columns(self) -> list[str]:
         s = self.settings
@@ -341,8 +383,11 @@ class Manifest:
 
     def _row(self, index: int, cells: Mapping[str, str], problems: list[Violation]) -> RowSpec:
         s = self.settings
+        if problems:  # a line that could not be read (field_count, bad_json): no cell is used
+            blank = {c: "" for c in s.passthrough}
+            return RowSpec(index, index + 1, "", None, None, {}, None, blank, problems)
         key = cells.get(s.id_column, "").strip()
-        if not key and not any(p.rule == "bad_json" for p in problems):
+        if not key:
             problems.append(
                 Violation(
                     s.id_column, "required", f"{s.id_column}: the row key is blank (required)"
@@ -447,7 +492,7 @@ def _closest(word: str, choices: Sequence[str]) -> str | None:
 
 def _check_columns(settings: Settings, path: Path, columns: Sequence[str]) -> None:
     present = set(columns)
-    listing = ", ".join(columns) if columns else "(none)"
+    listing = (", ".join(columns) if columns else "(none)") + delimiter_hint(columns)
 
     def missing(column: str, what: str, setting: str, extra_fix: str = "") -> UsageError:
         close = _closest(column, columns)
@@ -493,10 +538,12 @@ def _check_columns(settings: Settings, path: Path, columns: Sequence[str]) -> No
 # --------------------------------------------------------------------------- CSV
 
 
-def _csv_rows(path: Path) -> Generator[tuple[int, list[str]], None, None]:
+def _csv_rows(
+    path: Path, encoding: str, delimiter: str
+) -> Generator[tuple[int, list[str]], None, None]:
     """(line number where the record starts, cells) for every non-blank CSV record."""
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh)
+    with path.open(encoding=codec(encoding), newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
         line = 1
         for cells in reader:
             start, line = line, reader.line_num + 1
@@ -505,39 +552,37 @@ def _csv_rows(path: Path) -> Generator[tuple[int, list[str]], None, None]:
             yield start, cells
 
 
-def _csv_error(path: Path, exc: Exception, line: int | None) -> UsageError:
-    at = f"{path}, near line {line}" if line else str(path)
+def _csv_error(path: Path, encoding: str, exc: Exception, line: int | None) -> UsageError:
     if isinstance(exc, UnicodeDecodeError):
-        return UsageError(
-            "manifest is not UTF-8 text",
-            at,
-            "re-export it as UTF-8 (CSV UTF-8 in spreadsheet apps)",
-        )
+        return decode_error(path, encoding)
+    at = f"{path}, near line {line}" if line else str(path)
     return UsageError(f"manifest is not valid CSV: {exc}", at, "fix the quoting on that line")
 
 
-def _csv_header(path: Path, where: str) -> list[str]:
+def _csv_header(path: Path, encoding: str, delimiter: str, where: str) -> list[str]:
     try:
-        rows = _csv_rows(path)
+        rows = _csv_rows(path, encoding, delimiter)
         first = next(rows, None)
         rows.close()
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise _csv_error(path, exc, 1) from None
+        raise _csv_error(path, encoding, exc, 1) from None
     if first is None:
         raise UsageError("manifest file is empty", where, "export the table with a header row")
     return [name.strip() for name in first[1]]
 
 
 def _iter_csv(
-    path: Path, columns: list[str]
+    path: Path, columns: list[str], encoding: str, delimiter: str
 ) -> Iterator[tuple[Sequence[str], Sequence[str], list[Violation] | None]]:
     """(columns, cells, problems) per record after the header; one loop (no nested generator),
-    as this is the hot path of re-scanning a big manifest."""
+    as this is the hot path of re-scanning a big manifest. A record whose cell count is not the
+    header's comes with no cells at all, only its problem: which cell shifted is unknowable."""
     width = len(columns)
     line = 1
+    no_cells: tuple[str, ...] = ()
     try:
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            reader = csv.reader(fh)
+        with path.open(encoding=codec(encoding), newline="") as fh:
+            reader = csv.reader(fh, delimiter=delimiter)
             next_line = 1
             header = True
             for cells in reader:
@@ -548,19 +593,27 @@ def _iter_csv(
                     header = False
                     continue
                 line = start
-                problems = None
-                if len(cells) > width and any(c.strip() for c in cells[width:]):
-                    problems = [
-                        Violation(
-                            "row",
-                            "field_count",
-                            f"row: line {line} has {len(cells)} cells but the header has "
-                            f"{width} columns; quote cells that contain commas (field_count)",
-                        )
-                    ]
-                yield columns, cells, problems
+                if len(cells) != width:
+                    yield columns, no_cells, [_field_count(line, len(cells), width, delimiter)]
+                    continue
+                yield columns, cells, None
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise _csv_error(path, exc, line) from None
+        raise _csv_error(path, encoding, exc, line) from None
+
+
+def _field_count(line: int, cells: int, width: int, delimiter: str) -> Violation:
+    shown = "tab" if delimiter == "\t" else repr(delimiter)
+    fix = (
+        f"quote cells that contain {shown}, and delete cells past the header's last column"
+        if cells > width
+        else "quote cells that contain line breaks, or add the missing cells"
+    )
+    return Violation(
+        "row",
+        "field_count",
+        f"line {line} has {cells} cells but the header has {width} columns, so no cell "
+        f"of it is used; {fix} (field_count)",
+    )
 
 
 # --------------------------------------------------------------------------- Parquet
@@ -604,18 +657,27 @@ def _iter_parquet(
 # --------------------------------------------------------------------------- JSONL
 
 
-def _jsonl_lines(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+def _jsonl_lines(path: Path, encoding: str) -> Iterator[tuple[int, Any, str | None]]:
     """(line number, parsed object or None, error) for every non-blank line."""
+    offset = 0
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, start=1):
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
+            start, offset = offset, offset + len(raw)  # the line's byte offset in the file
+            if number == 1 and encoding == "utf-8" and raw.startswith(codecs.BOM_UTF8):
+                raw, start = raw[3:], 3
             if not raw.strip():
                 continue
             try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                yield number, None, "not UTF-8 text"
+                obj = json.loads(raw.decode(encoding))
+            except UnicodeDecodeError as exc:
+                bad = raw[exc.start : exc.end].hex(" ")
+                fix = encoding_fix(suggest_encoding(raw, encoding))
+                message = (
+                    f"not {display_name(encoding)} text: byte {bad} at byte offset "
+                    f"{start + exc.start} cannot be decoded; if the whole file is in another "
+                    f"encoding, {fix}"
+                )
+                yield number, None, message
                 continue
             except json.JSONDecodeError as exc:
                 yield number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
@@ -626,22 +688,24 @@ def _jsonl_lines(path: Path) -> Iterator[tuple[int, Any, str | None]]:
             yield number, obj, None
 
 
-def _jsonl_header(path: Path, where: str) -> list[str]:
+def _jsonl_header(path: Path, encoding: str, where: str) -> list[str]:
     """Columns of a JSONL manifest: the keys of its first valid object."""
-    for _, obj, _ in _jsonl_lines(path):
+    first_error = ""
+    for number, obj, error in _jsonl_lines(path, encoding):
         if obj is not None:
             return [str(k) for k in obj]
+        first_error = first_error or f" (line {number}: {error})"
     raise UsageError(
-        "manifest has no JSON object lines",
+        f"manifest has no JSON object lines{first_error}",
         where,
         'write one object per line, e.g. {"id": "1", "prompt": "..."}',
     )
 
 
 def _iter_jsonl(
-    path: Path,
+    path: Path, encoding: str
 ) -> Iterator[tuple[Sequence[str], Sequence[str], list[Violation] | None]]:
-    for number, obj, error in _jsonl_lines(path):
+    for number, obj, error in _jsonl_lines(path, encoding):
         if obj is None:
             problem = Violation("line", "bad_json", f"line {number}: {error} (bad_json)")
             yield (), (), [problem]

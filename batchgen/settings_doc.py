@@ -24,6 +24,8 @@ class SettingDoc(NamedTuple):
 # The value of every setting with a fixed default: the one place it is written. A default that
 # depends on other settings (the job id, the output path, ...) is described in the table instead.
 DEFAULTS: dict[str, Any] = {
+    "encoding": "utf-8",
+    "delimiter": ",",
     "id_column": "id",
     "prompt_column": "prompt",
     "batch_size": 5000,
@@ -71,6 +73,8 @@ _DOC_TABLE = """
 job_id                 | +      | + | job.id                    | job file stem | Job name; part of every idempotency key.
 manifest               | +      | + | manifest.path             | (required) | Manifest file: CSV, Parquet or JSONL.
 manifest_format        | +      | + | manifest.format           | by suffix | csv, parquet or jsonl.
+encoding               | +      | + | manifest.encoding         | * | Text encoding of a CSV or JSONL manifest (utf-8 also reads a BOM; cp1252 for Windows spreadsheet exports).
+delimiter              | +      | + | manifest.delimiter        | * | CSV cell delimiter: one character (tab for tab), or auto to sniff , ; tab or pipe from the header.
 id_column              | +      | + | manifest.id_column        | * | Column holding each row's unique key.
 model_column           | +      | + | manifest.model_column     | none | Per-row model column (blank cell = model).
 prompt_column          | +      | + | manifest.prompt_column    | * | Prompt column, used when there is no template.

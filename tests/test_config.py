@@ -65,6 +65,10 @@ PRECEDENCE = [
      '[manifest]\npassthrough = ["e"]\n', (("a", "b"), ("c", "d"), ("e",), ())),
     ("id_column", "f", ("BATCHGEN_ID_COLUMN", "e"), '[manifest]\nid_column = "j"\n',
      ("f", "e", "j", "id")),
+    ("encoding", "CP1252", ("BATCHGEN_ENCODING", "latin1"), '[manifest]\nencoding = "utf-16"\n',
+     ("cp1252", "iso8859-1", "utf-16", "utf-8")),
+    ("delimiter", ";", ("BATCHGEN_DELIMITER", "\\t"), '[manifest]\ndelimiter = "auto"\n',
+     (";", "\t", "auto", ",")),
 ]  # fmt: skip
 
 
@@ -195,6 +199,10 @@ ERRORS = [
     ("", {"api_key_file": "missing.key"}, {}, "--api-key-file missing.key", "not found"),
     ("", {}, {"RIVYA_API_KEY_FILE": "gone.key"}, "RIVYA_API_KEY_FILE", "not found"),
     ("[job]\nid = '  '\n", {}, {}, "job.id", "blank"),
+    ("", {"encoding": "utf-9"}, {}, "--encoding", "unknown encoding 'utf-9'"),
+    ("[manifest]\nencoding = 'rot13'\n", {}, {}, "manifest.encoding", "not a text encoding"),
+    ("", {}, {"BATCHGEN_DELIMITER": ";;"}, "BATCHGEN_DELIMITER", "one character or auto"),
+    ("[manifest]\ndelimiter = '\"'\n", {}, {}, "manifest.delimiter", "one character or auto"),
 ]  # fmt: skip
 
 

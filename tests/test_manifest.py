@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +73,22 @@ def test_messy_csv(tmp_path: Path) -> None:
 
 
 def test_csv_row_width_problems(tmp_path: Path) -> None:
+    """Any line whose cell count is not the header's is invalid, blank extra cells included,
+    and none of its cells is used (not even its key): which one shifted is unknowable."""
     path = tmp_path / "w.csv"
-    path.write_text("id,prompt,extra\n1,a cat,x,oops\n2,a dog\n3,a cow,z,\n")
+    path.write_text("id,prompt,extra\n1,a cat,x,oops\n2,a dog\n3,a cow,z,\n4,a pig,\n5,,,,\n")
     rows = read_all(make_settings(path))
-    assert [(p.field, p.rule) for p in rows[0].problems] == [("row", "field_count")]
-    assert "line 2" in rows[0].problems[0].message
-    assert rows[1].problems == [] and rows[1].prompt == "a dog"
-    assert rows[2].problems == []  # a trailing empty cell is harmless
+    assert [[(p.field, p.rule) for p in r.problems] for r in rows] == [
+        [("row", "field_count")], [("row", "field_count")], [("row", "field_count")], [],
+        [("row", "field_count")],
+    ]  # fmt: skip
+    assert [r.problems[0].message.split(" has ")[0] for r in rows if r.problems] == [
+        "line 2", "line 3", "line 4", "line 6",
+    ]  # fmt: skip
+    assert "has 4 cells but the header has 3 columns" in rows[2].problems[0].message
+    bad = [rows[i] for i in (0, 1, 2, 4)]
+    assert [(r.key, r.model, r.prompt, r.params) for r in bad] == [("", None, None, {})] * 4
+    assert rows[3].key == "4" and rows[3].prompt == "a pig"
 
 
 # --------------------------------------------------------------------------- equivalence
@@ -430,3 +440,112 @@ def test_parquet_sample_matches_csv_sample() -> None:
     assert by_key["00101"].params == {"output_format": "jpeg", "image_size": "square_hd"}
     assert by_key["00113"].params["image_size"] == "4:3"
     assert CATALOG.validate("qwen2-image", "x", by_key["00118"].params)[0].rule == "option"
+
+
+# --------------------------------------------------------------------------- encodings and delimiters
+
+
+def test_encodings_and_delimiters_of_spreadsheet_exports(tmp_path: Path) -> None:
+    text = 'id{d}prompt{d}title\r\n1{d}a café mug{d}Émaillé\r\n2{d}a 20€ vase{d}"a{d}b"\r\n'
+    cases = [  # encoding written, delimiter, encoding setting, delimiter setting
+        ("cp1252", ";", "cp1252", "auto"),
+        ("cp1252", ";", "windows-1252", ";"),
+        ("utf-16", "\t", "utf-16", "auto"),  # Excel's "Unicode text"
+        ("utf-8-sig", "|", "utf-8", "auto"),
+        ("utf-8", "\t", "UTF8", "tab"),
+    ]
+    for written, d, encoding, delimiter in cases:
+        path = tmp_path / "x.csv"
+        path.write_bytes(text.format(d=d).encode(written))
+        s = make_settings(path, encoding=encoding, delimiter=delimiter, passthrough=("title",))
+        rows = read_all(s)
+        got = [(r.key, r.prompt, r.passthrough["title"]) for r in rows]
+        assert got == [("1", "a café mug", "Émaillé"), ("2", "a 20€ vase", f"a{d}b")], written
+        assert all(r.problems == [] for r in rows)
+
+
+def test_delimiter_sniffing_ties_and_single_columns(tmp_path: Path) -> None:
+    tie = csv_file(tmp_path, "id;prompt,x\n1;a,b\n")
+    with pytest.raises(UsageError) as info:
+        Manifest.open(make_settings(tie, delimiter="auto"), CATALOG)
+    assert "',' and ';' both split it into 2 columns" in str(info.value)
+    assert "--delimiter" in (info.value.where or "") and "manifest.delimiter" in (
+        info.value.fix or ""
+    )
+    quoted = csv_file(tmp_path, '"id;x",prompt,"a;b"\n1,p,q\n', "q.csv")
+    manifest = Manifest.open(make_settings(quoted, delimiter="auto", id_column="id;x"), CATALOG)
+    assert manifest.delimiter == "," and manifest.columns == ["id;x", "prompt", "a;b"]
+    semicolons = csv_file(tmp_path, "id;prompt\n1;a cat\n", "e.csv")
+    with pytest.raises(UsageError) as info:
+        Manifest.open(make_settings(semicolons), CATALOG)
+    assert "if the file is ';'-delimited, set manifest.delimiter = \";\"" in str(info.value)
+    single = csv_file(tmp_path, "prompt\na cat\n", "s.csv")
+    manifest = Manifest.open(make_settings(single, delimiter="auto", id_column="prompt"), CATALOG)
+    assert manifest.delimiter == ","
+
+
+def test_an_undecodable_byte_is_located_across_read_chunks(tmp_path: Path) -> None:
+    """Line and byte offset stay exact past the first megabyte, with a BOM, CRLF, a lone CR,
+    quoted line breaks and a two-byte character cut by a read chunk's end."""
+    head = "\ufeffid,prompt\r\n" + '1,"two\r\nlines"\r' + "2,x\n"
+    boundary = 3 + (1 << 20)  # the re-scan reads 1 MiB chunks after the BOM
+    rows = boundary // 25 - 10  # of 25 bytes each: they end just before the boundary
+    data = (head + "".join(f"{i:07d},a product photo\r\n" for i in range(3, rows))).encode()
+    pad = boundary - 1 - len(data) - len("8,\r\n9,")
+    data += b"8," + b"x" * pad + "\r\n9,é\r\n10,ok\r\n".encode() + b"11,caf\xe9\r\n"
+    assert data.index("é".encode()) == boundary - 1
+    path = tmp_path / "big.csv"
+    path.write_bytes(data)
+    with pytest.raises(UsageError) as info:
+        read_all(make_settings(path))
+    offset = len(data) - 3
+    assert data[offset] == 0xE9
+    lines = len(re.findall(rb"\r\n|\r|\n", data[:offset])) + 1
+    # header on line 1, row 1 on lines 2-3, row 2 on 4, rows 3 to rows - 1, then 8, 9, 10, 11
+    assert lines == 4 + (rows - 3) + 4
+    assert info.value.where == f"{path}, line {lines}, byte offset {offset}"
+    assert str(info.value).startswith("manifest is not UTF-8 text: byte e9 cannot be decoded")
+    assert 'set manifest.encoding = "cp1252"' in (info.value.fix or "")
+
+
+def test_undecodable_header_and_bytes_cp1252_lacks(tmp_path: Path) -> None:
+    path = tmp_path / "h.csv"
+    head = b"id,prompt,colour\n1,a,b\n2,"
+    path.write_bytes(head + b"\x81\x8d,c\n")
+    with pytest.raises(UsageError) as info:
+        read_all(make_settings(path, encoding="cp1252"))
+    assert "not cp1252 text: byte 81" in str(info.value)
+    assert info.value.where == f"{path}, line 3, byte offset {len(head)}"
+    assert 'manifest.encoding = "latin-1"' in (info.value.fix or "")
+    path.write_bytes(b"id,pr\xe9,x\n1,a,b\n")
+    with pytest.raises(UsageError) as info:
+        Manifest.open(make_settings(path), CATALOG)
+    assert info.value.where == f"{path}, line 1, byte offset 5"
+    path.write_bytes("id\tprompt\n1\ta\n".encode("utf-16"))  # Excel's "Unicode text"
+    with pytest.raises(UsageError) as info:
+        Manifest.open(make_settings(path), CATALOG)
+    assert info.value.where == f"{path}, line 1, byte offset 0"
+    assert 'manifest.encoding = "utf-16"' in (info.value.fix or "")
+
+
+def test_jsonl_encoding_and_undecodable_lines(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    data = '{"id": "a", "prompt": "café"}\n\n{"id": "b", "prompt": "20€"}\n'.encode("cp1252")
+    path.write_bytes(data)
+    rows = read_all(make_settings(path, encoding="cp1252"))
+    assert [r.prompt for r in rows] == ["café", "20€"]
+    with pytest.raises(UsageError) as info:  # as UTF-8: not one line can be read
+        Manifest.open(make_settings(path), CATALOG)
+    assert "(line 1: not UTF-8 text: byte e9 at byte offset 26" in str(info.value)
+    path.write_bytes(b'{"id": "x", "prompt": "plain"}\n' + data)
+    offset = len(b'{"id": "x", "prompt": "plain"}\n')
+    rows = read_all(make_settings(path))  # as UTF-8: the two lines are row problems
+    first, second = (r.problems[0].message for r in rows[1:])
+    assert rows[0].prompt == "plain" and rows[0].problems == []
+    where = offset + data.index(0xE9)
+    assert first.startswith(f"line 2: not UTF-8 text: byte e9 at byte offset {where}")
+    where = offset + data.index(0x80)
+    assert second.startswith(f"line 4: not UTF-8 text: byte 80 at byte offset {where}")
+    assert 'manifest.encoding = "cp1252"' in first
+    with pytest.raises(UsageError, match="read line by line"):
+        Manifest.open(make_settings(path, encoding="utf-16"), CATALOG)

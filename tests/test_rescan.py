@@ -133,6 +133,22 @@ def _touch_photo(folder: Path) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
 
 
+def _semicolons(folder: Path) -> None:
+    path = folder / "sample" / "catalog.csv"
+    pd.read_csv(path, dtype=str, keep_default_na=False).to_csv(path, index=False, sep=";")
+    _edit_job('id_column = "sku"', 'id_column = "sku"\ndelimiter = "auto"')(folder)
+
+
+def _blank_cells_on_line(line: int) -> Callable[[Path], None]:
+    def edit(folder: Path) -> None:
+        path = folder / "sample" / "catalog.csv"
+        lines = path.read_bytes().split(b"\n")
+        lines[line - 1] = lines[line - 1].rstrip(b"\r") + b",,"
+        path.write_bytes(b"\n".join(lines))
+
+    return edit
+
+
 def _duplicate_key(df: pd.DataFrame) -> pd.DataFrame:
     df.loc[5, "sku"] = df.loc[2, "sku"]
     return df
@@ -156,6 +172,9 @@ EDITS: dict[str, Callable[[Path], None]] = {
     "job default param": _edit_job('output_format = "png"', 'output_format = "jpeg"'),
     "job template": _edit_job("soft daylight", "soft window light"),
     "per-model default": _edit_job('image_size = "1:1"', 'image_size = "16:9"'),
+    "job delimiter, file re-exported with semicolons": _semicolons,
+    "job encoding": _edit_job('id_column = "sku"', 'id_column = "sku"\nencoding = "cp1252"'),
+    "blank extra cells on a line": _blank_cells_on_line(5),
 }
 
 
@@ -173,6 +192,8 @@ def test_fast_path_decides_exactly_what_full_planning_decides(tmp_path: Path, ed
         assert len(kept) == 18 and all(d[4] for d in kept)  # every kept row took the fast path
     if edit.startswith("job "):  # the job changed what every row asks for
         assert not any(d[4] for d in fast)
+    if edit == "blank extra cells on a line":  # line 5: the fourth row, 00104
+        assert fast[3][:3] == ("", 3, P.INVALID) and "00104" not in [d[0] for d in fast]
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])

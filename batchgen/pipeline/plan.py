@@ -309,6 +309,8 @@ class Planner:
         retry_failed: bool = False,
         context: str | None = None,
         remote: UrlChecker | None = None,
+        id_column: str = "id",
+        model_column: str | None = None,
     ) -> None:
         self.catalog = catalog
         self.remote = remote  # fetches URL references (estimate); a run fetches when it submits
@@ -320,6 +322,8 @@ class Planner:
         self.reference_column = reference_column or "reference"
         self.prompt_field = prompt_field
         self.param_columns = dict(param_columns)
+        self.id_column = id_column
+        self.model_column = model_column or "model"
         self.journal = journal
         self.retry_failed = retry_failed
         self.keys = KeySet()  # the keys of earlier batches, to find duplicates
@@ -336,15 +340,22 @@ class Planner:
             return self.reference_column
         if fld == "prompt":
             return self.prompt_field
+        if fld == "model":
+            return self.model_column
         return fld
 
-    def _located(self, v: Violation) -> Violation:
-        """The violation re-addressed to the manifest column that holds the value."""
+    def _located(self, v: Violation, row: RawRow | None = None) -> Violation:
+        """The violation re-addressed to the manifest column that holds the value, or to the
+        job-file setting when a param's value is the job's default (its cell is blank)."""
         column = self._column_of(v.field)
         message = v.message
         head, sep, rest = message.partition(": ")
         if sep and (head == v.field or head.startswith(("params.", "prompt", "model"))):
             message = rest
+        if row is not None and v.field.startswith("params."):
+            setting = row.param_default(v.field.split(".", 1)[1], column)
+            if setting is not None:
+                return Violation(setting, v.rule, f"{setting} (job default): {message}")
         if not message.startswith("column '"):
             message = f"column '{column}': {message}"
         return Violation(column, v.rule, message)
@@ -434,16 +445,20 @@ class Planner:
         self.keys.close()
 
     def _plan(self, row: RawRow, prev: sqlite3.Row | None, taken: set[str]) -> RowPlan:
+        if row.problems:  # the line could not be read: it has no cells, no key, no request
+            return RowPlan(row, INVALID, violations=list(row.problems))
         spec = row.spec()
         if spec.key and spec.key in taken:
+            column = self.id_column
             return RowPlan(
                 row,
                 DUPLICATE,
                 violations=[
                     Violation(
-                        "key",
+                        column,
                         "duplicate_key",
-                        f"key '{spec.key}' already used by an earlier row; keys must be unique",
+                        f"column '{column}': key '{spec.key}' already used by an earlier row;"
+                        " keys must be unique",
                     )
                 ],
             )
@@ -463,15 +478,8 @@ class Planner:
                 return RowPlan(
                     row, KEEP, fingerprint=fp, ref=ref, previous=prev, epoch=prev["epoch"]
                 )
-        if not spec.model:
-            violations.append(
-                Violation(
-                    "model",
-                    "required",
-                    "no model: set generation.model in the job file or fill the model column",
-                )
-            )
-        elif not violations or self.catalog.get(spec.model) is not None:
+        # A blank key or model is among the row's own problems, named after its column.
+        if spec.model and (not violations or self.catalog.get(spec.model) is not None):
             refs = []
             if ref is not None and ref.url is None:
                 refs.append(
@@ -501,9 +509,7 @@ class Planner:
                     and ref.mime_type is None
                 ):
                     continue  # unrecognised content: the mime violation says it all
-                violations.append(self._located(v))
-        if not spec.key:
-            violations.insert(0, Violation("key", "required", "blank row key"))
+                violations.append(self._located(v, row))
         if violations:
             return RowPlan(row, INVALID, ref=ref, violations=violations, previous=prev)
         assert spec.model is not None

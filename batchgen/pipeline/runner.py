@@ -176,6 +176,8 @@ def make_planner(
         reference_column=settings.reference_column,
         prompt_field=(settings.prompt_column or "prompt") if not settings.template else "template",
         param_columns=settings.param_columns,
+        id_column=settings.id_column,
+        model_column=settings.model_column,
         journal=journal,
         retry_failed=settings.retry_failed,
         context=manifest.context() if fast else None,
