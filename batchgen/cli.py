@@ -180,7 +180,7 @@ def run(job: str | None, as_json: bool, download_alias: str | None, **flags: Any
 
     reporter = make_reporter(settings)
     try:
-        result = asyncio.run(run_job(settings, reporter))
+        result = asyncio.run(run_job(settings, reporter, handle_signals=True))
     except LockHeld as exc:
         _fail(str(exc), EXIT_LOCKED)
         return

@@ -34,6 +34,7 @@ from batchgen.coerce import (
     suggest,
 )
 from batchgen.errors import UsageError
+from batchgen.job import storage
 from batchgen.settings_doc import DEFAULTS, DOC_BY_FIELD, JOB_KEYS, ZERO_MEANS
 
 if TYPE_CHECKING:
@@ -105,6 +106,32 @@ class Settings:
     # Where each field's value came from ("--output", "BATCHGEN_OUTPUT", "jobs/x.toml:
     # output.path" or "default"), so later errors can name the flag or key to fix.
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # Where the manifest really is when it is not a local file: a URL (read through a local
+    # spool copy at ``manifest``), "-" for standard input (already spooled), or "table" for a
+    # DataFrame / Arrow table given to the Python API (``manifest_table``).
+    manifest_source: str | None = None
+    manifest_table: Any = field(default=None, repr=False, compare=False)
+    # The folder relative reference cells are read from: the manifest's folder, or the current
+    # directory for a manifest that is a URL, standard input or a table.
+    base_dir: Path = Path()
+    # Object-store URLs of the output table and the download folder; ``output`` is then the
+    # local copy the table is written to before it is uploaded, and ``download_dir`` is None.
+    output_url: str | None = None
+    download_url: str | None = None
+
+    @property
+    def manifest_shown(self) -> str:
+        """The manifest as the user named it (a URL, "-", "the table"), for messages."""
+        if self.manifest_source == "table":
+            return "the manifest table"
+        if self.manifest_source == "-":
+            return "standard input"
+        return self.manifest_source or str(self.manifest)
+
+    @property
+    def download_target(self) -> Path | str | None:
+        """Where results are downloaded: a local folder, a folder URL, or None."""
+        return self.download_url or self.download_dir
 
     def where(self, name: str) -> str:
         """Name the flag, environment variable or job-file key that set field ``name``."""
@@ -142,7 +169,8 @@ _FIELD_NAMES = (
     *_INT_MIN, *_FLOATS, *_RANGES, *_BOOLS, *_PATHS, *_OPTIONAL_STRS, *_STRS, *_MAPPINGS,
     *_TEXT_FORMAT, "passthrough",
 )  # fmt: skip
-_FLAG_NAMES = frozenset({*_FIELD_NAMES, "api_key", "api_key_file"})
+_FLAG_NAMES = frozenset({*_FIELD_NAMES, "api_key", "api_key_file", "manifest_table"})
+_NO_SUFFIX = {"-": "standard input", "table": "a table"}
 
 
 def resolve_settings(
@@ -152,12 +180,14 @@ def resolve_settings(
     *,
     catalog: Catalog | None = None,
     cwd: Path | None = None,
+    keywords: bool = False,
 ) -> Settings:
     """Resolve flags (Settings field name -> value, None = not given), environment and job file.
 
     ``catalog`` (default: the packaged one) checks model ids and param keys; ``cwd`` (default:
     the current directory) anchors relative paths given by flags and environment variables.
-    Raises UsageError for every problem, naming the flag, variable or job-file key.
+    Raises UsageError for every problem, naming the flag, variable or job-file key; with
+    ``keywords`` (the Python API) a flag's value is named as the keyword (``max_credits=``).
     """
     unknown = sorted(set(flags) - _FLAG_NAMES)
     if unknown:
@@ -175,7 +205,7 @@ def resolve_settings(
     def pick(name: str, default: Any) -> Value:
         given = flags.get(name)
         if given is not None:
-            return Value(given, "--" + name.replace("_", "-"), cwd)
+            return Value(given, f"{name}=" if keywords else "--" + name.replace("_", "-"), cwd)
         doc = DOC_BY_FIELD[name]
         for var in (doc.env or "").split(", "):
             if var and environ.get(var, "") != "":
@@ -222,18 +252,31 @@ def resolve_settings(
         put(name, coerce(v), v.where)
 
     paths: dict[str, Path | None] = {}
+    urls: dict[str, str] = {}
     for name in _PATHS:
         v = pick(name, None)
+        sources[name] = v.where
         if v.value is None or v.value == "":
             paths[name] = None
         elif not isinstance(v.value, str | Path):
             raise UsageError(f"{name} must be a path", v.where, "give a file path as a string")
+        elif isinstance(v.value, str) and (storage.scheme(v.value) or v.value == "-"):
+            urls[name] = _url_setting(name, v.value, v.where)
+            paths[name] = None
         else:
             assert v.base is not None
             paths[name] = expand_path(Path(v.value), v.base, home)
-        sources[name] = v.where
 
+    table = flags.get("manifest_table")
+    manifest_source = "table" if table is not None else urls.get("manifest")
     manifest = paths["manifest"]
+    if manifest_source is not None:
+        # A stand-in whose name gives the default job id and the format by suffix; the rows are
+        # read from a spool copy (URL, standard input) or from the table itself.
+        name = manifest_source.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        manifest = cwd / (name if storage.scheme(manifest_source) else manifest_source)
+        if table is not None:
+            sources["manifest"] = "manifest="
     if manifest is None:
         raise UsageError(
             "no manifest given",
@@ -241,11 +284,25 @@ def resolve_settings(
             "name the CSV, Parquet or JSONL file to read",
         )
     if out["job_id"] is None:
+        if job_path is None and manifest_source in _NO_SUFFIX:
+            raise UsageError(
+                f"a manifest read from {_NO_SUFFIX[manifest_source]} needs a job id",
+                "--job-id / job.id",
+                "name the job (it keys the journal and every idempotency key), e.g. --job-id catalog",
+            )
         out["job_id"] = (job_path or manifest).stem
         sources["job_id"] = "default"
     if not out["job_id"].strip():
         raise UsageError("job id is blank", sources["job_id"], "give a non-blank job id")
     out["job_id"] = out["job_id"].strip()
+    if table is not None:
+        out["manifest_format"] = "table"
+    elif out["manifest_format"] is None and manifest_source == "-":
+        raise UsageError(
+            "the format of a manifest read from standard input is not known",
+            "--manifest-format / manifest.format",
+            "add --manifest-format csv (or parquet, jsonl)",
+        )
     if out["manifest_format"] is None:
         fmt = SUFFIX_FORMATS.get(manifest.suffix.lower())
         if fmt is None:
@@ -258,7 +315,18 @@ def resolve_settings(
     if out["id_column"] is None or out["id_column"] == "":
         raise UsageError("id column is blank", sources["id_column"], "name the key column")
 
-    output = paths["output"] or job_dir / "out" / out["job_id"] / "results.csv"
+    default_dir = job_dir / "out" / out["job_id"]
+    output_url = urls.get("output")
+    if "journal" in urls:
+        raise UsageError(
+            "the journal must be a local file (it is a SQLite database)",
+            sources["journal"],
+            "give a local path; the output table and downloads may be URLs",
+        )
+    output = paths["output"] or default_dir / "results.csv"
+    if output_url is not None:
+        # The table is written here first, then uploaded whole.
+        output = default_dir / output_url.rsplit("/", 1)[-1]
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise UsageError(
             f"output must end in .csv or .parquet, not {output.suffix or '(no suffix)'!r}",
@@ -266,6 +334,7 @@ def resolve_settings(
             "rename the output file, e.g. out/results.csv",
         )
     journal = paths["journal"] or output.parent / f"{out['job_id']}.journal.sqlite"
+    base_dir = cwd if manifest_source is not None else manifest.parent
 
     base_url = out["base_url"].strip().rstrip("/")
     if not base_url.startswith(("http://", "https://")):
@@ -295,9 +364,27 @@ def resolve_settings(
         job_file=job_path, manifest=manifest, output=output, journal=journal, model=model,
         download_dir=paths["download_dir"], base_url=base_url, params=params,
         params_by_model=params_by_model, param_columns=param_columns, api_key=api_key,
-        api_key_source=api_key_source,
+        api_key_source=api_key_source, manifest_source=manifest_source, manifest_table=table,
+        base_dir=base_dir, output_url=output_url, download_url=urls.get("download_dir"),
     )  # fmt: skip
     return Settings(**out, sources=sources)
+
+
+def _url_setting(name: str, value: str, where: str) -> str:
+    """A URL (or "-") given for a path setting, checked for what that setting allows."""
+    if value == "-":
+        if name != "manifest":
+            raise UsageError(f"{name} cannot be standard input", where, "give a file path or a URL")
+        return value
+    found = storage.scheme(value)
+    readable = name == "manifest"
+    allowed = storage.READABLE_SCHEMES if readable else storage.WRITABLE_SCHEMES
+    if found not in allowed:
+        kinds = "s3://, gs://, az:// or https://" if readable else "s3://, gs:// or az://"
+        raise UsageError(
+            f"{name} cannot be a {found}:// URL", where, f"give a local path or a {kinds} URL"
+        )
+    return value.rstrip("/") if name == "download_dir" else value
 
 
 # --------------------------------------------------------------------------- job file

@@ -36,6 +36,7 @@ from PIL import Image
 
 from batchgen import journal as J
 from batchgen.errors import ApiError, BatchgenError
+from batchgen.job import storage
 
 if TYPE_CHECKING:
     from batchgen.client import RivyaClient
@@ -146,6 +147,8 @@ def needs_download(row: Mapping[str, Any] | sqlite3.Row) -> bool:
         return True
     if row["download_task_id"] != row["task_id"]:
         return True
+    if storage.scheme(row["download_path"]):
+        return False  # in object storage: the journal's word is taken (no request per row)
     return not os.path.exists(row["download_path"])
 
 
@@ -153,15 +156,21 @@ def needs_download(row: Mapping[str, Any] | sqlite3.Row) -> bool:
 class Saved:
     """A result on disk."""
 
-    path: Path
+    path: Path | str
     size: int
     sha256: str
     fmt: str
 
 
-def _save(folder: Path, key: str, data: bytes, declared: str | None) -> Saved:
+def _save(folder: Path | str, key: str, data: bytes, declared: str | None) -> Saved:
     fmt = check_image(data, declared)
-    path = write_atomic(folder, safe_name(key, FORMATS[fmt][1]), data)
+    name = safe_name(key, FORMATS[fmt][1])
+    path: Path | str
+    if isinstance(folder, str):  # a folder URL: one whole-object write, atomic in the store
+        path = storage.join(folder, name)
+        storage.write_bytes(path, data)
+    else:
+        path = write_atomic(folder, name, data)
     return Saved(path, len(data), hashlib.sha256(data).hexdigest(), fmt)
 
 
@@ -176,7 +185,7 @@ class Downloader:
         self,
         client: RivyaClient,
         journal: J.Journal,
-        folder: Path,
+        folder: Path | str,
         *,
         concurrency: int = 8,
         max_bytes: int = DEFAULT_MAX_BYTES,
@@ -187,7 +196,7 @@ class Downloader:
     ) -> None:
         self.client = client
         self.journal = journal
-        self.folder = Path(folder)
+        self.folder = folder if isinstance(folder, str) else Path(folder)
         self.concurrency = max(1, concurrency)
         self.max_bytes = max_bytes
         self.attempts = max(1, attempts)

@@ -331,17 +331,25 @@ def _hms(seconds: float) -> str:
     return f"{h}h{m:02d}m{sec:02d}s" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
 
 
-def run_estimate(settings: Settings, *, as_json: bool, out: Path | None, fetch: bool = True) -> int:
-    """The CLI's estimate: print the table (or JSON) and return the exit code."""
-    import click
-
+def price(
+    settings: Settings, *, out: Path | None = None, fetch: bool = True
+) -> tuple[Estimate, int]:
+    """Estimate, read the balance when there is a key, judge: the estimate and its exit code.
+    Runs its own event loops: call it from a thread with no running loop."""
     est = estimate(settings, out=out, fetch=fetch)
     if settings.api_key is not None and not settings.simulate:
         try:
             est.balance = asyncio.run(fetch_balance(settings))
         except BatchgenError as exc:
             est.balance_error = str(exc)
-    code = judge(est)
+    return est, judge(est)
+
+
+def run_estimate(settings: Settings, *, as_json: bool, out: Path | None, fetch: bool = True) -> int:
+    """The CLI's estimate: print the table (or JSON) and return the exit code."""
+    import click
+
+    est, code = price(settings, out=out, fetch=fetch)
     if as_json:
         click.echo(json.dumps(asdict(est), indent=2))
     else:

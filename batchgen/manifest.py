@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchgen.catalog import Catalog, Violation
 from batchgen.errors import UsageError
+from batchgen.job import storage
 from batchgen.textfile import (
     ascii_compatible,
     codec,
@@ -247,7 +248,13 @@ class Manifest:
         """Check the file (exists, readable, format, columns, template) and return a Manifest."""
         path = settings.manifest
         fmt = settings.manifest_format
-        where = f"{path}; {settings.where('manifest')}"
+        where = f"{settings.manifest_shown}; {settings.where('manifest')}"
+        if settings.manifest_source == "table":
+            return cls._open_table(settings, catalog)
+        if settings.manifest_source == "-":
+            path = storage.stdin_copy()
+        elif settings.manifest_source is not None:
+            path = storage.spool(settings.manifest_source, where)
         if not path.exists():
             raise UsageError(
                 "manifest file not found",
@@ -295,14 +302,20 @@ class Manifest:
                 settings.where("manifest_format"),
                 "use csv, parquet or jsonl",
             )
-        _check_columns(settings, path, columns)
-        if settings.model is None and settings.model_column is None:
-            raise UsageError(
-                "no model given",
-                "generation.model / --model",
-                "set a default model, or a manifest.model_column with a model per row",
-            )
+        _check_columns(
+            settings, settings.manifest_shown if settings.manifest_source else path, columns
+        )
+        _check_model_given(settings)
         return cls(settings, catalog, path, fmt, columns, row_count, delimiter)
+
+    @classmethod
+    def _open_table(cls, settings: Settings, catalog: Catalog) -> Manifest:
+        """A pandas DataFrame or pyarrow Table given to the Python API, read in batches."""
+        table = settings.manifest_table
+        columns = [str(c) for c in table.column_names]
+        _check_columns(settings, settings.manifest_shown, columns)
+        _check_model_given(settings)
+        return cls(settings, catalog, settings.manifest, "table", columns, table.num_rows)
 
     def iter_batches(self) -> Iterator[list[RowSpec]]:
         """Yield lists of at most ``settings.batch_size`` mapped rows, in manifest order."""
@@ -343,7 +356,7 @@ class Manifest:
         planner's re-run fast path relies on that. Covers the format, the header, every mapping
         setting and the catalog (model defaults and param normalization come from it).
         """
-        names = self.columns if self.format != "parquet" else self._needed_columns()
+        names = self.columns if self.format not in ("parquet", "table") else self._needed_columns()
         mapping = {name: getattr(self.settings, name) for name in MAPPING_SETTINGS}
         return json.dumps([names, mapping, self.catalog.digest()], sort_keys=True, default=_plain)
 
@@ -368,6 +381,10 @@ class Manifest:
             return _iter_csv(self.path, self.columns, self.settings.encoding, self.delimiter)
         if self.format == "parquet":
             return _iter_parquet(self.path, self._needed_columns(), self.settings.batch_size)
+        if self.format == "table":
+            return _iter_table(
+                self.settings.manifest_table, self._needed_columns(), self.settings.batch_size
+            )
         return _iter_jsonl(self.path, self.settings.encoding)
 
     def _needed_columns(self) -> list[str]:
@@ -490,7 +507,7 @@ def _closest(word: str, choices: Sequence[str]) -> str | None:
     return close[0] if close else None
 
 
-def _check_columns(settings: Settings, path: Path, columns: Sequence[str]) -> None:
+def _check_columns(settings: Settings, path: Path | str, columns: Sequence[str]) -> None:
     present = set(columns)
     listing = (", ".join(columns) if columns else "(none)") + delimiter_hint(columns)
 
@@ -652,6 +669,29 @@ def _iter_parquet(
         raise UsageError(
             f"manifest is not a readable Parquet file: {exc}", str(path), "re-export it as Parquet"
         ) from None
+
+
+def _iter_table(
+    table: Any, columns: list[str], batch_size: int
+) -> Iterator[tuple[Sequence[str], Sequence[str], list[Violation] | None]]:
+    """Rows of an in-memory Arrow table, a batch of ``batch_size`` at a time, as Parquet's."""
+    for record_batch in table.select(columns).to_batches(max_chunksize=batch_size):
+        values = [
+            [cell_text(v) for v in record_batch.column(i).to_pylist()]
+            for i in range(record_batch.num_columns)
+        ]
+        names = record_batch.schema.names
+        for row in zip(*values, strict=True):
+            yield names, row, None
+
+
+def _check_model_given(settings: Settings) -> None:
+    if settings.model is None and settings.model_column is None:
+        raise UsageError(
+            "no model given",
+            "generation.model / --model",
+            "set a default model, or a manifest.model_column with a model per row",
+        )
 
 
 # --------------------------------------------------------------------------- JSONL

@@ -196,11 +196,7 @@ def write_output(
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet", ".pq"):
         raise UsageError("unsupported output format", str(path), "use a .csv or .parquet file name")
-    base_names = [name for name, _ in COLUMNS]
-    key_name = id_column if id_column not in base_names else "key"
-    extra = [(p if p not in base_names and p != key_name else f"input_{p}") for p in passthrough]
-    names = [key_name if n == "key" else n for n, _ in COLUMNS] + extra
-
+    names = output_names(id_column, passthrough)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pages = iter_output_pages(
@@ -225,18 +221,10 @@ def write_output(
     return count
 
 
-def _write_parquet(
-    tmp: Path, names: list[str], pages: Iterator[list[tuple[Any, ...]]], n_extra: int
-) -> int:
+def output_schema(names: list[str], n_extra: int) -> Any:
+    """The typed Arrow schema of the output table (see README, "The output table")."""
     import pyarrow as pa  # here, not at the top: a CSV output never needs pyarrow
-    import pyarrow.parquet as pq
 
-    arrow = {
-        "string": pa.string(),
-        "int64": pa.int64(),
-        "list": pa.list_(pa.string()),
-        "timestamp": pa.timestamp("ms", tz="UTC"),
-    }
     kinds = [t for _, t in COLUMNS] + ["string"] * n_extra
     # pandas reads an int64 column holding nulls as float64 (NaN), unless the file says Int64.
     pandas_ints = [
@@ -251,28 +239,85 @@ def _write_parquet(
         if t == "int64"
     ]
     pandas = {"index_columns": [], "column_indexes": [], "columns": pandas_ints}
-    schema = pa.schema(
-        [pa.field(n, arrow[t]) for n, t in zip(names, kinds, strict=True)],
+    return pa.schema(
+        [pa.field(n, _arrow_type(t)) for n, t in zip(names, kinds, strict=True)],
         metadata={"pandas": json.dumps(pandas)},
     )
+
+
+def _arrow_type(kind: str) -> Any:
+    import pyarrow as pa
+
+    types = {
+        "string": pa.string(),
+        "int64": pa.int64(),
+        "list": pa.list_(pa.string()),
+        "timestamp": pa.timestamp("ms", tz="UTC"),
+    }
+    return types[kind]
+
+
+def _arrow_pages(
+    schema: Any, pages: Iterator[list[tuple[Any, ...]]], n_extra: int
+) -> Iterator[Any]:
+    """One typed Arrow table per page of output tuples."""
+    import pyarrow as pa
+
+    kinds = [t for _, t in COLUMNS] + ["string"] * n_extra
 
     def column(values: Sequence[Any], kind: str) -> Any:
         if kind == "list":
             return _url_lists(values)
         if kind == "timestamp":
-            return pa.array(values, pa.string()).cast(arrow[kind])
-        return pa.array(values, arrow[kind])
+            return pa.array(values, pa.string()).cast(_arrow_type(kind))
+        return pa.array(values, _arrow_type(kind))
 
+    for page in pages:
+        values = list(zip(*page, strict=True))[1:]  # drop row_index
+        arrays = [column(v, k) for v, k in zip(values, kinds, strict=True)]
+        yield pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _write_parquet(
+    tmp: Path, names: list[str], pages: Iterator[list[tuple[Any, ...]]], n_extra: int
+) -> int:
+    import pyarrow.parquet as pq
+
+    schema = output_schema(names, n_extra)
     count = 0
     with pq.ParquetWriter(str(tmp), schema) as writer:
-        for page in pages:
-            values = list(zip(*page, strict=True))[1:]  # drop row_index
-            arrays = [column(v, k) for v, k in zip(values, kinds, strict=True)]
-            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
-            count += len(page)
+        for table in _arrow_pages(schema, pages, n_extra):
+            writer.write_table(table)
+            count += table.num_rows
         if count == 0:
             writer.write_table(schema.empty_table())
     return count
+
+
+def output_names(id_column: str, passthrough: Sequence[str]) -> list[str]:
+    """The output table's column names: the row key named after the id column, pass-through
+    columns renamed ``input_<name>`` when they clash with an output column."""
+    base_names = [name for name, _ in COLUMNS]
+    key_name = id_column if id_column not in base_names else "key"
+    extra = [(p if p not in base_names and p != key_name else f"input_{p}") for p in passthrough]
+    return [key_name if n == "key" else n for n, _ in COLUMNS] + extra
+
+
+def output_table(
+    journal: J.Journal,
+    *,
+    id_column: str = "id",
+    passthrough: Sequence[str] = (),
+    current_run: int | None = None,
+) -> Any:
+    """The output table as a typed ``pyarrow.Table`` (what a Parquet output holds)."""
+    import pyarrow as pa
+
+    names = output_names(id_column, passthrough)
+    schema = output_schema(names, len(passthrough))
+    pages = iter_output_pages(journal, current_run=current_run, passthrough=passthrough)
+    tables = list(_arrow_pages(schema, pages, len(passthrough)))
+    return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 def _url_lists(values: Sequence[str | None]) -> Any:

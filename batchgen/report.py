@@ -259,7 +259,7 @@ class _Builder:
     """Makes the cards of a report, chunk by chunk (thumbnails in threads, fetches async)."""
 
     def __init__(self, settings: Settings, out: Path, px: int, client: RivyaClient | None) -> None:
-        self.base = settings.manifest.parent
+        self.base = settings.base_dir
         self.out_dir = out.parent.resolve()
         self.px = px
         self.client = client

@@ -320,6 +320,12 @@ def test_settings_doc_covers_every_field() -> None:
         "job_file",
         "sources",
         "api_key_source",
+        # derived from manifest, output and download_dir (a URL, standard input, a table)
+        "manifest_source",
+        "manifest_table",
+        "base_dir",
+        "output_url",
+        "download_url",
     }
     assert fields <= documented
     assert documented - fields == {"api_key_file"}

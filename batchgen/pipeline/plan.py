@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 from batchgen import journal as J
 from batchgen.catalog import Catalog, ReferenceInfo, Violation
 from batchgen.filetypes import DECODABLE_IMAGES, image_problem, kind_of_mime, sniff_mime
+from batchgen.job import storage
 from batchgen.manifest import RawRow, RowSpec
 
 if TYPE_CHECKING:
@@ -209,13 +210,15 @@ class ReferenceChecker:
         return found
 
     def check(self, cell: str, column: str) -> tuple[RefCheck | None, Violation | None]:
-        if is_url(cell):
+        if is_url(cell) or storage.is_store_url(cell):
+            # Known by its URL, fetched (and judged) when its row is sent or estimated.
             return RefCheck(cell, None, cell, None, None, "image", None), None
         if "://" in cell:
             return None, Violation(
                 column,
                 "scheme",
-                f"column '{column}': '{cell}' is neither a local path nor an http(s) URL",
+                f"column '{column}': '{cell}' is neither a local path nor an http(s), s3://,"
+                " gs:// or az:// URL",
             )
         path = resolve_reference(cell, self.base_dir)
         try:

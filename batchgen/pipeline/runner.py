@@ -9,6 +9,7 @@ not affordable); 4 another run of the job holds the lock; 130/143 interrupted by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -16,6 +17,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchgen import journal as J
@@ -172,7 +174,7 @@ def make_planner(
     re-run must agree with); ``remote`` fetches and judges URL references (estimate)."""
     return P.Planner(
         catalog,
-        base_dir=settings.manifest.parent,
+        base_dir=settings.base_dir,
         reference_column=settings.reference_column,
         prompt_field=(settings.prompt_column or "prompt") if not settings.template else "template",
         param_columns=settings.param_columns,
@@ -212,9 +214,17 @@ def make_client(settings: Settings, base_url: str, api_key: Any) -> RivyaClient:
 
 
 async def run_job(
-    settings: Settings, reporter: Reporter, *, catalog: Catalog | None = None
+    settings: Settings,
+    reporter: Reporter,
+    *,
+    catalog: Catalog | None = None,
+    handle_signals: bool = False,
 ) -> RunResult:
-    """Run a job to the end (or a stop). UsageError and LockHeld propagate to the CLI."""
+    """Run a job to the end (or a stop). UsageError and LockHeld propagate to the caller.
+
+    The one entry point of the CLI and the Python API. ``handle_signals`` (the CLI, in the main
+    thread) turns SIGINT/SIGTERM into a clean stop; the library never touches signals.
+    """
     catalog = catalog or Catalog.default()
     Manifest.open(settings, catalog)  # bad manifest or columns: exit 2 before anything else
     if settings.api_key is None and not settings.simulate:
@@ -243,10 +253,18 @@ async def run_job(
                 message=f"... and {more} more invalid rows: see error_field and "
                 f"error_message in {settings.output}",
             )
-        if scan.actions[P.SUBMIT] or scan.actions[P.RESUME] or settings.download_dir:
+        if scan.actions[P.SUBMIT] or scan.actions[P.RESUME] or settings.download_target:
             async with api_endpoint(settings) as (base_url, api_key):
                 result = await _work(
-                    settings, reporter, catalog, journal, run_id, scan, base_url, api_key
+                    settings,
+                    reporter,
+                    catalog,
+                    journal,
+                    run_id,
+                    scan,
+                    base_url,
+                    api_key,
+                    handle_signals,
                 )
         else:  # nothing to send: no client, not one request
             result = _completed(journal, scan)
@@ -257,6 +275,8 @@ async def run_job(
             passthrough=settings.passthrough,
             current_run=run_id,
         )
+        if settings.output_url is not None:
+            await asyncio.to_thread(publish, settings.output, settings.output_url)
         summary = summarize(journal, run_id, scan, reporter, started, result.totals)
         http = result.summary.get("http")
         if http:
@@ -268,7 +288,7 @@ async def run_job(
                 )
         summary.update(
             outcome=result.outcome,
-            output=str(settings.output),
+            output=settings.output_url or str(settings.output),
             output_rows=written,
             exit_code=result.exit_code,
         )
@@ -286,9 +306,12 @@ async def _work(
     scan: ScanResult,
     base_url: str,
     api_key: Any,
+    handle_signals: bool = False,
 ) -> RunResult:
     async with make_client(settings, base_url, api_key) as client:
-        result = await _drive(settings, reporter, catalog, journal, run_id, scan, client)
+        result = await _drive(
+            settings, reporter, catalog, journal, run_id, scan, client, handle_signals
+        )
         result.summary["http"] = client.stats.snapshot()
         return result
 
@@ -301,6 +324,7 @@ async def _drive(
     run_id: int,
     scan: ScanResult,
     client: RivyaClient,
+    handle_signals: bool = False,
 ) -> RunResult:
     to_submit = scan.actions[P.SUBMIT]
     to_resume = scan.actions[P.RESUME]
@@ -343,19 +367,19 @@ async def _drive(
         client,
         journal,
         catalog,
-        base_dir=settings.manifest.parent,
+        base_dir=settings.base_dir,
         concurrency=settings.upload_concurrency,
         column=settings.reference_column or "reference",
         on_upload=lambda up: reporter.emit("uploaded", sha256=up.sha256, file_id=up.file_id),
     )
     downloader = None
-    if settings.download_dir is not None:
+    if settings.download_target is not None:
         from batchgen.download import Downloader
 
         downloader = Downloader(
             client,
             journal,
-            settings.download_dir,
+            settings.download_target,
             concurrency=settings.download_concurrency,
             emit=reporter.emit,
         )
@@ -376,7 +400,7 @@ async def _drive(
     )
     reporter.begin(to_submit, to_resume, uploads=scan.references)
     got_signal: list[int] = []
-    with _signals(engine, got_signal):
+    with _signals(engine, got_signal) if handle_signals else contextlib.nullcontext():
         try:
             if downloader is not None:  # results of earlier runs not on disk yet
                 downloader.start()
@@ -414,6 +438,13 @@ async def _drive(
         )
         return RunResult(EXIT_STOPPED, "budget_reached", {})
     return _completed(journal, scan)
+
+
+def publish(local: Path, url: str) -> None:
+    """Upload the output table written at ``local`` to its object-store URL."""
+    from batchgen.job import storage
+
+    storage.upload(local, url)
 
 
 def _completed(journal: J.Journal, scan: ScanResult) -> RunResult:

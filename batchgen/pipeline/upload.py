@@ -16,7 +16,15 @@ from batchgen import journal as J
 from batchgen.catalog import Catalog
 from batchgen.errors import BatchgenError
 from batchgen.filetypes import kind_of_mime, sniff_mime
-from batchgen.pipeline.remote import fetched_violations, from_bytes, from_error, size_cap
+from batchgen.pipeline.plan import is_url
+from batchgen.pipeline.remote import (
+    Fetched,
+    fetch_stored,
+    fetched_violations,
+    from_bytes,
+    from_error,
+    size_cap,
+)
 
 if TYPE_CHECKING:
     from batchgen.client import RivyaClient
@@ -67,6 +75,7 @@ class Uploader:
         self.on_upload = on_upload
         self.uploaded = 0
         self.reused = 0
+        self.stored: dict[str, asyncio.Future[tuple[bytes, Fetched]]] = {}
 
     async def items_for(self, row: Mapping[str, Any]) -> list[dict[str, Any]]:
         cell = row["reference"]
@@ -80,6 +89,10 @@ class Uploader:
         upload = self.journal.get_upload(sha)
         if upload is None:
             upload = await self._upload_once(sha, cell, data, row["model"])
+            if cell in self.stored:  # its bytes are in the service now: keep only the verdict
+                done = asyncio.get_running_loop().create_future()
+                done.set_result((b"", (await self.stored[cell])[1]))
+                self.stored[cell] = done
         else:
             self.reused += 1
         item: dict[str, Any] = {"url": upload.url, "kind": upload.kind}
@@ -93,15 +106,26 @@ class Uploader:
         """The bytes of a URL reference and their sha256, judged as an estimate judges them
         (pipeline.remote): a URL that breaks a rule makes the row invalid."""
         data = b""
-        try:
-            media = await self.client.fetch_media(url, max_bytes=size_cap(self.catalog, model))
-        except BatchgenError as exc:
-            found = from_error(url, exc)
+        cap = size_cap(self.catalog, model)
+        if not is_url(url):  # object storage: read and hashed once per run, however many rows
+            fut = self.stored.get(url)
+            if fut is None:
+                fut = self.stored[url] = asyncio.ensure_future(
+                    asyncio.to_thread(fetch_stored, url, cap)
+                )
+            data, found = await asyncio.shield(fut)
+            if found.sha256 is not None and self.journal.get_upload(found.sha256) is not None:
+                data = b""  # uploaded already: the bytes are not needed again
         else:
-            data = media.body
-            found = await asyncio.to_thread(
-                from_bytes, url, data, status=media.status, content_type=media.content_type
-            )
+            try:
+                media = await self.client.fetch_media(url, max_bytes=cap)
+            except BatchgenError as exc:
+                found = from_error(url, exc)
+            else:
+                data = media.body
+                found = await asyncio.to_thread(
+                    from_bytes, url, data, status=media.status, content_type=media.content_type
+                )
         problems = fetched_violations(self.catalog, model, self.column, found)
         if problems:
             raise RowFailure(
