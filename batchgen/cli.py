@@ -7,10 +7,13 @@ Data goes to stdout; progress, logs and warnings to stderr. Errors read
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,9 +22,10 @@ import click
 
 from batchgen.config import Settings, resolve_settings
 from batchgen.errors import BatchgenError, UsageError
+from batchgen.job import storage
 from batchgen.lock import LockHeld
 from batchgen.pipeline.runner import EXIT_LOCKED, EXIT_USAGE
-from batchgen.progress import Reporter
+from batchgen.progress import Reporter, console_logging
 from batchgen.settings_doc import DOC_BY_FIELD, SETTINGS_DOC
 
 # Run flags come from the settings table, so the table, --help and README cannot drift apart:
@@ -180,7 +184,8 @@ def run(job: str | None, as_json: bool, download_alias: str | None, **flags: Any
 
     reporter = make_reporter(settings)
     try:
-        result = asyncio.run(run_job(settings, reporter, handle_signals=True))
+        with console_logging(settings.log_format, quiet=settings.quiet):
+            result = asyncio.run(run_job(settings, reporter, handle_signals=True))
     except LockHeld as exc:
         _fail(str(exc), EXIT_LOCKED)
         return
@@ -283,32 +288,94 @@ def status(job: str | None, as_json: bool, **flags: Any) -> None:
     click.echo(json.dumps(s, indent=2) if as_json else format_status(s))
 
 
+TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _target(out: str, fmt: str | None, flag: str = "--out") -> str:
+    """Check an output target (a path, an object-store URL, or "-"); return its table format."""
+    if out == "-":
+        return fmt or "csv"
+    found = storage.scheme(out)
+    if found is not None and found not in storage.WRITABLE_SCHEMES:
+        _fail(
+            f"cannot write to a {found}:// URL ({flag} {out}): give a path, s3://, gs:// or az://"
+        )
+    suffix = "." + out.split("?", 1)[0].rsplit(".", 1)[-1].lower() if "." in out else ""
+    by_suffix = TABLE_FORMATS.get(suffix)
+    if fmt is None and by_suffix is None:
+        _fail(
+            f"cannot tell the table format of {out} ({flag}): end it in .csv or .parquet,"
+            " or add --format csv|parquet"
+        )
+    if fmt is not None and by_suffix is not None and fmt != by_suffix:
+        _fail(f"--format {fmt} but {out} ends in {suffix} ({flag}): make them agree")
+    return fmt or by_suffix or "csv"
+
+
+def _deliver(local: Path, out: str) -> None:
+    """Send a file written at ``local`` to ``out``: standard output, an object store URL, or
+    (already there) the local path itself."""
+    if out == "-":
+        with local.open("rb") as fh:
+            shutil.copyfileobj(fh, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    elif storage.scheme(out):
+        storage.upload(local, out)
+
+
 @main.command()
 @click.argument("job", required=False)
 @_journal_options
 @click.option(
     "--out",
     "out",
-    type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="File to write (.csv or .parquet).",
+    metavar="FILE|URL|-",
+    help="Where to write the table: a .csv or .parquet file, an s3:// gs:// az:// URL, or - for"
+    " standard output.",
 )
-def export(job: str | None, out: Path, **flags: Any) -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "parquet"]),
+    default=None,
+    help="Table format. Default: by the suffix of --out; csv for standard output.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print a summary (rows, out, format) as JSON on stdout."
+)
+def export(job: str | None, out: str, fmt: str | None, as_json: bool, **flags: Any) -> None:
     """Write the output table from the journal, at any time (even mid-run).
 
     \b
     Example:
       batchgen export jobs/sample.toml --out results.parquet
+      batchgen export jobs/sample.toml --out - | duckdb -c "SELECT status, count(*) FROM read_csv('/dev/stdin') GROUP BY 1"
     """
     from batchgen.ops import export as do_export
 
+    if as_json and out == "-":
+        _fail("--json and --out - both write to standard output: pick one")
+    table_format = _target(out, fmt)
     settings = resolve(job, flags)
     try:
-        n = do_export(settings, out)
+        with tempfile.TemporaryDirectory(prefix="batchgen-export-") as tmp:
+            local = Path(out) if not (out == "-" or storage.scheme(out)) else None
+            if local is None:
+                local = Path(tmp) / f"results.{table_format}"
+            n = do_export(settings, local)
+            _deliver(local, out)
     except UsageError as exc:
         _fail(str(exc))
         return
-    click.echo(f"wrote {n} rows to {out}", err=True)
+    except BatchgenError as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        summary = {"job_id": settings.job_id, "rows": n, "out": out, "format": table_format}
+        click.echo(json.dumps(summary, indent=2))
+    elif not settings.quiet:
+        click.echo(f"wrote {n} rows to {'standard output' if out == '-' else out}", err=True)
 
 
 @main.command()
@@ -317,9 +384,9 @@ def export(job: str | None, out: Path, **flags: Any) -> None:
 @click.option(
     "--out",
     "out",
-    type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="HTML file to write.",
+    metavar="FILE|URL",
+    help="HTML file to write, or an s3:// gs:// az:// URL.",
 )
 @click.option(
     "--thumb-size",
@@ -332,7 +399,12 @@ def export(job: str | None, out: Path, **flags: Any) -> None:
 @click.option(
     "--no-fetch", "no_fetch", is_flag=True, help="Never fetch the URLs of results not downloaded."
 )
-def report(job: str | None, out: Path, thumb_size: int, no_fetch: bool, **flags: Any) -> None:
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the report's figures as JSON on stdout."
+)
+def report(
+    job: str | None, out: str, thumb_size: int, no_fetch: bool, as_json: bool, **flags: Any
+) -> None:
     """Write a self-contained HTML report: summary and a filterable gallery (safe during a run).
 
     \b
@@ -341,17 +413,39 @@ def report(job: str | None, out: Path, thumb_size: int, no_fetch: bool, **flags:
     """
     from batchgen.report import write_report
 
+    if out == "-":
+        _fail("the report is written to a file or a URL (--out -): give e.g. --out report.html")
+    _target_url(out)
     settings = resolve(job, flags)
     try:
-        stats = asyncio.run(write_report(settings, out, thumb_px=thumb_size, fetch=not no_fetch))
+        with tempfile.TemporaryDirectory(prefix="batchgen-report-") as tmp:
+            local = Path(tmp) / "report.html" if storage.scheme(out) else Path(out)
+            stats = asyncio.run(
+                write_report(settings, local, thumb_px=thumb_size, fetch=not no_fetch)
+            )
+            _deliver(local, out)
     except UsageError as exc:
         _fail(str(exc))
         return
-    click.echo(
-        f"wrote {out}: {stats.rows} rows, {stats.thumbs} thumbnails, "
-        f"{stats.placeholders} placeholders, {stats.bytes / 1e6:.1f} MB in {stats.seconds:.1f}s",
-        err=True,
-    )
+    except BatchgenError as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        click.echo(json.dumps({"out": out, **dataclasses.asdict(stats)}, indent=2))
+    else:
+        click.echo(
+            f"wrote {out}: {stats.rows} rows, {stats.thumbs} thumbnails, "
+            f"{stats.placeholders} placeholders, {stats.bytes / 1e6:.1f} MB in {stats.seconds:.1f}s",
+            err=True,
+        )
+
+
+def _target_url(out: str, flag: str = "--out") -> None:
+    found = storage.scheme(out)
+    if found is not None and found not in storage.WRITABLE_SCHEMES:
+        _fail(
+            f"cannot write to a {found}:// URL ({flag} {out}): give a path, s3://, gs:// or az://"
+        )
 
 
 def format_summary(s: dict[str, Any]) -> str:

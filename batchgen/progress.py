@@ -1,32 +1,76 @@
-"""Progress and logs on stderr: tqdm bars in a terminal, a status line every N seconds elsewhere,
-one JSON object per line with ``--log-format json``, nothing but errors with ``--quiet``.
+"""Run events, logged through the standard library; tqdm bars for terminals.
+
+Library code reports through :class:`Reporter` (``emit(event, **fields)``), which counts the
+event and sends it to ``logging.getLogger("batchgen")``: the record's ``event`` attribute names
+it, each field is an attribute of its own (``record.key``, ``record.task_id``,
+``record.error_code``, ...) and all of them are in ``record.fields``. Events worth a line of
+their own (a run starting or stopping, an invalid row, a warning) are logged at INFO or above,
+per-row events (``submitted``, ``succeeded``, ``uploaded``, ...) at DEBUG, status lines at INFO
+as ``event="status"``. The library attaches no handler but a NullHandler, so it prints nothing;
+an orchestrator's handlers receive everything.
+
+The CLI attaches :func:`console_handler` for stderr: human lines, or one JSON object per line
+with ``--log-format json`` (its :class:`JsonFormatter`), nothing with ``--quiet``. Bars are drawn
+only in ``bar`` mode (a terminal), and log lines are written around them.
 
 Status lines come on a timer of their own (inside the run's event loop), so they keep coming while
 nothing else happens, during downloads for instance.
-
-Library code reports through :class:`Reporter` (``emit(event, **fields)``) and never prints.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from tqdm import tqdm
+
+LOGGER = logging.getLogger("batchgen")
+LOGGER.addHandler(logging.NullHandler())  # a library prints nothing unless asked to
 
 # Events that are worth a line of their own in the human log (the rest only move counters).
 _LOUD = frozenset(
     {"stop", "lock_taken_over", "run_start", "run_end", "fatal", "warning", "invalid"}
 )
+_LEVELS = {"fatal": logging.ERROR, "stop": logging.WARNING, "warning": logging.WARNING}
+# LogRecord attributes a field must not overwrite (such a field is only in record.fields).
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "event",
+    "fields",
+}
+
+
+def level_of(event: str) -> int:
+    """The logging level of an event."""
+    return _LEVELS.get(
+        event, logging.INFO if event in _LOUD or event == "status" else logging.DEBUG
+    )
+
+
+def log_event(event: str, fields: dict[str, Any]) -> None:
+    """Send one event to the ``batchgen`` logger (cheaply skipped when nobody listens)."""
+    level = level_of(event)
+    if not LOGGER.isEnabledFor(level):
+        return
+    fields = {k: v for k, v in fields.items() if v is not None}
+    text = fields.get("message") or " ".join(f"{k}={v}" for k, v in fields.items())
+    extra = {k: v for k, v in fields.items() if k not in _RESERVED}
+    extra.update(event=event, fields=fields)
+    LOGGER.log(level, "%s: %s", event, text, extra=extra)
 
 
 class Reporter:
-    """Counts pipeline events and shows them as bars, status lines or JSON log lines."""
+    """Counts pipeline events, logs each one (see the module docstring), draws tqdm bars in
+    ``bar`` mode on ``stream`` and logs a status line every ``status_interval`` seconds in
+    ``lines`` mode. ``log_format`` only picks the default mode (JSON logs never get bars)."""
 
     def __init__(
         self,
@@ -109,15 +153,7 @@ class Reporter:
             self.errors[code] += 1
         if event == "succeeded":
             self.credits += int(fields.get("credits") or 0)
-        if self.json and not self.quiet:
-            record = {"ts": _utc_stamp(), "event": event}
-            record.update({k: v for k, v in fields.items() if v is not None})
-            self._write(json.dumps(record, ensure_ascii=False, default=str))
-        elif event in _LOUD and not self.quiet:
-            text = fields.get("message") or " ".join(
-                f"{k}={v}" for k, v in fields.items() if v is not None
-            )
-            self._write(f"batchgen: {event.replace('_', ' ')}: {text}")
+        log_event(event, fields)
         self._update_bars(event)
         if self.mode == "lines" and self._begun:  # before begin() there is nothing to count
             now = self.clock()
@@ -126,10 +162,7 @@ class Reporter:
                 self._write_status()
 
     def warn(self, message: str) -> None:
-        if self.json:
-            self.emit("warning", message=message)
-        elif not self.quiet:
-            self._write(f"Warning: {message}")
+        self.emit("warning", message=message)
 
     def status_line(self) -> str:
         c = self.counts
@@ -148,11 +181,7 @@ class Reporter:
         return line
 
     def _write_status(self) -> None:
-        if self.json:  # the log stays one JSON object per line
-            record = {"ts": _utc_stamp(), "event": "status", "message": self.status_line()}
-            self._write(json.dumps(record, ensure_ascii=False))
-        else:
-            self._write(self.status_line())
+        log_event("status", {"message": self.status_line()})
 
     def _update_bars(self, event: str) -> None:
         if not self._bars:
@@ -171,12 +200,80 @@ class Reporter:
                 refresh=False,
             )
 
-    def _write(self, line: str) -> None:
-        if self._bars:
-            tqdm.write(line, file=self.stream)
+
+def _utc_stamp(created: float | None = None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+
+
+class HumanFormatter(logging.Formatter):
+    """``batchgen: <event>: <message>``; status lines as they are; warnings as ``Warning: ...``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        event = getattr(record, "event", None)
+        fields = getattr(record, "fields", {})
+        if event == "status":
+            return str(fields.get("message", record.getMessage()))
+        if event == "warning":
+            return f"Warning: {fields.get('message', record.getMessage())}"
+        if event is None:
+            return f"batchgen: {record.getMessage()}"
+        text = record.getMessage().split(": ", 1)[-1]
+        return f"batchgen: {event.replace('_', ' ')}: {text}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ``ts``, ``event`` and the event's fields (``key``,
+    ``task_id``, ``error_code``, ``request_id``, ``message``, ...)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        event = getattr(record, "event", None)
+        out: dict[str, Any] = {"ts": _utc_stamp(record.created)}
+        if event is None:  # a record that is not a run event
+            out.update(event="log", level=record.levelname, message=record.getMessage())
         else:
-            print(line, file=self.stream, flush=True)
+            out["event"] = event
+            out.update(getattr(record, "fields", {}))
+        return json.dumps(out, ensure_ascii=False, default=str)
 
 
-def _utc_stamp() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+class _ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes around tqdm's bars (``tqdm.write``), so a log line never breaks a bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def console_handler(log_format: str = "human", stream: IO[str] | None = None) -> logging.Handler:
+    """The CLI's handler for stderr: human lines at INFO, or every event as JSON (DEBUG)."""
+    handler = _ConsoleHandler(stream or sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+        handler.setLevel(logging.DEBUG)
+    else:
+        handler.setFormatter(HumanFormatter())
+        handler.setLevel(logging.INFO)
+    return handler
+
+
+@contextlib.contextmanager
+def console_logging(
+    log_format: str = "human", *, quiet: bool = False, stream: IO[str] | None = None
+) -> Iterator[None]:
+    """Attach :func:`console_handler` to the ``batchgen`` logger for a command (none when
+    ``quiet``), and take it off afterwards."""
+    if quiet:
+        yield
+        return
+    handler = console_handler(log_format, stream)
+    previous = LOGGER.level
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(handler.level)
+    try:
+        yield
+    finally:
+        LOGGER.removeHandler(handler)
+        LOGGER.setLevel(previous)

@@ -71,14 +71,14 @@ def show_default(name: str) -> str:
 # "*" is DEFAULTS[field], shown by show_default().
 _DOC_TABLE = """
 job_id                 | +      | + | job.id                    | job file stem | Job name; part of every idempotency key.
-manifest               | +      | + | manifest.path             | (required) | Manifest file: CSV, Parquet or JSONL.
+manifest               | +      | + | manifest.path             | (required) | Manifest: a CSV, Parquet or JSONL file, an s3:// gs:// az:// https:// URL, or - for standard input.
 manifest_format        | +      | + | manifest.format           | by suffix | csv, parquet or jsonl.
 encoding               | +      | + | manifest.encoding         | * | Text encoding of a CSV or JSONL manifest (utf-8 also reads a BOM; cp1252 for Windows spreadsheet exports).
 delimiter              | +      | + | manifest.delimiter        | * | CSV cell delimiter: one character (tab for tab), or auto to sniff , ; tab or pipe from the header.
 id_column              | +      | + | manifest.id_column        | * | Column holding each row's unique key.
 model_column           | +      | + | manifest.model_column     | none | Per-row model column (blank cell = model).
 prompt_column          | +      | + | manifest.prompt_column    | * | Prompt column, used when there is no template.
-reference_column       | +      | + | manifest.reference_column | none | Reference file column: path (relative to the manifest) or URL.
+reference_column       | +      | + | manifest.reference_column | none | Reference file column: path (relative to the manifest) or http(s), s3://, gs://, az:// URL.
 passthrough            | +      | + | manifest.passthrough      | none | Columns copied to the output table (comma-separated on the command line).
 param_columns          | -      | - | manifest.param_columns    | column named like the key | Param key -> column holding per-row values.
 batch_size             | +      | + | manifest.batch_size       | * | Rows read from the manifest at a time.

@@ -12,7 +12,7 @@ from jobkit import SAMPLE, cli, product_rows, read_output, run, simple_job, writ
 from PIL import Image
 
 from batchgen import journal as J
-from batchgen.progress import Reporter
+from batchgen.progress import Reporter, console_logging
 from batchgen.sim import SimConfig, SimServer, SimThread
 
 FAST = {"rate": None, "latency": 0.05, "queue_time": 0.0, "seed": 3}
@@ -115,11 +115,12 @@ def test_status_lines_outside_a_terminal() -> None:
     now = [0.0]
     stream = io.StringIO()
     reporter = Reporter(mode="auto", status_interval=10, stream=stream, clock=lambda: now[0])
-    reporter.begin(3, 0)
-    reporter.emit("submitted", key="a")
-    assert stream.getvalue() == ""
-    now[0] = 11.0
-    reporter.emit("succeeded", key="a", credits=4)
+    with console_logging("human", stream=stream):
+        reporter.begin(3, 0)
+        reporter.emit("submitted", key="a")
+        assert stream.getvalue() == ""
+        now[0] = 11.0
+        reporter.emit("succeeded", key="a", credits=4)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1 and "submitted 1/3" in lines[0] and "ok 1" in lines[0]
     assert "credits 4" in lines[0]
@@ -128,9 +129,10 @@ def test_status_lines_outside_a_terminal() -> None:
 def test_quiet_reporter_prints_nothing() -> None:
     stream = io.StringIO()
     reporter = Reporter(quiet=True, status_interval=0, stream=stream)
-    reporter.begin(1, 0)
-    reporter.emit("stop", message="x")
-    reporter.emit("succeeded", key="a")
+    with console_logging("human", quiet=True, stream=stream):
+        reporter.begin(1, 0)
+        reporter.emit("stop", message="x")
+        reporter.emit("succeeded", key="a")
     assert stream.getvalue() == ""
 
 

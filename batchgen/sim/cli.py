@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 
@@ -13,15 +14,23 @@ from batchgen.sim.server import SimServer
 from batchgen.sim.state import SimConfig
 
 
-async def _serve(server: SimServer) -> None:
+async def _serve(server: SimServer, as_json: bool = False) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     async with server:
-        click.echo(f"base_url: {server.base_url}")
-        click.echo(f"api_key: {server.api_key}")
+        if as_json:  # one line, for scripts: $(batchgen sim --json &) or a read loop
+            info = {
+                "base_url": server.base_url,
+                "api_key": server.api_key,
+                "account": server.sim.account_id,
+            }
+            click.echo(json.dumps(info))
+        else:
+            click.echo(f"base_url: {server.base_url}")
+            click.echo(f"api_key: {server.api_key}")
         click.echo(f"account: {server.sim.account_id}", err=True)
         click.echo("simulator running; Ctrl-C to stop", err=True)
         sys.stdout.flush()
@@ -142,6 +151,12 @@ _D = SimConfig()
 )
 @click.option("--seed", default=_D.seed, type=int, help="Seed of every random choice.")
 @click.option("--access-log", is_flag=True, help="Log every request to stderr.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print base_url, api_key and account as one JSON object on stdout.",
+)
 def sim_command(
     host: str,
     port: int,
@@ -167,10 +182,12 @@ def sim_command(
     api_key: str | None,
     seed: int | None,
     access_log: bool,
+    as_json: bool,
 ) -> None:
     """Run a local Rivya API v1 simulator.
 
-    Prints its base URL and a ready API key on stdout, then serves until Ctrl-C.
+    Prints its base URL and a ready API key on stdout (--json: as one JSON object), then
+    serves until Ctrl-C.
 
     Example: batchgen sim --port 8787 --latency 2 --failure-rate 0.05 --rate 20
     """
@@ -205,7 +222,7 @@ def sim_command(
 
         logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     try:
-        asyncio.run(_serve(server))
+        asyncio.run(_serve(server, as_json))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
 
