@@ -39,6 +39,7 @@ from batchgen.client import RivyaClient
 from batchgen.config import Settings
 from batchgen.download import DEFAULT_MAX_BYTES
 from batchgen.errors import BatchgenError, TransportError, UsageError
+from batchgen.job import storage
 from batchgen.ops import open_journal, running_pid
 from batchgen.report_template import HEAD, PAGE_SIZE, TAIL
 from batchgen.retry import RetryPolicy
@@ -314,6 +315,10 @@ class _Builder:
                 if data is None
                 else "reference unreadable"
             )
+        elif storage.is_store_url(cell):
+            stored = await self.stored(cell)
+            uri = await self.thumb(stored) if stored is not None else None
+            why = "reference unreadable"
         else:
             path = Path(cell)
             uri = await self.thumb(path if path.is_absolute() else self.base / path)
@@ -331,6 +336,10 @@ class _Builder:
                 None,
             )
         path = rec.get("download_path")
+        if path and not rec.get("download_error") and storage.is_store_url(path):
+            stored = await self.stored(path)
+            uri = await self.thumb(stored) if stored is not None else None
+            return uri, "" if uri else "downloaded object unreadable", None
         if path and not rec.get("download_error") and os.path.exists(path):
             uri = await self.thumb(Path(path))
             href = os.path.relpath(Path(path).resolve(), self.out_dir).replace(os.sep, "/")
@@ -342,6 +351,13 @@ class _Builder:
             return None, why, None
         uri = await self.thumb(data)
         return uri, "" if uri else "result unreadable", None
+
+    async def stored(self, url: str) -> bytes | None:
+        """An object in object storage (its backend's credentials), or None when unreadable."""
+        try:
+            return await asyncio.to_thread(storage.read_bytes, url)
+        except BatchgenError:
+            return None
 
     def _add(self, uri: str) -> int:
         self.pending_thumbs.append(uri)
