@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from batchgen import journal as J
-from batchgen.catalog import Catalog, ReferenceInfo, Violation
-from batchgen.filetypes import DECODABLE_IMAGES, image_problem, kind_of_mime, sniff_mime
-from batchgen.manifest import RawRow, RowSpec
+from batchgen.job.catalog import Catalog, ReferenceInfo, Violation
+from batchgen.job.filetypes import DECODABLE_IMAGES, image_problem, kind_of_mime, sniff_mime
+from batchgen.job.manifest import RawRow, RowSpec
+from batchgen.store import journal as J
 
 if TYPE_CHECKING:
     from batchgen.pipeline.remote import UrlChecker

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchgen.catalog import Catalog, ReferenceInfo, Violation
 from batchgen.errors import ApiError, BatchgenError, TooLargeError
-from batchgen.filetypes import image_problem, kind_of_mime, sniff_mime
+from batchgen.job.catalog import Catalog, ReferenceInfo, Violation
+from batchgen.job.filetypes import image_problem, kind_of_mime, sniff_mime
 from batchgen.pipeline import plan as P
 
 if TYPE_CHECKING:
-    from batchgen.client import RivyaClient
+    from batchgen.rivya.client import RivyaClient
 
 DEFAULT_MAX_BYTES = 10_000_000
 """Size cap of a URL reference when the model states none."""
@@ -226,7 +226,7 @@ class UrlChecker:
 
     async def _fetch_all(self, todo: Mapping[str, int]) -> dict[str, Fetched]:
         if self._client is None:
-            from batchgen.client import RivyaClient
+            from batchgen.rivya.client import RivyaClient
 
             self._client = RivyaClient(self.base_url, None)
         client = self._client

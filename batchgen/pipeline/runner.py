@@ -18,22 +18,23 @@ from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from batchgen import journal as J
-from batchgen.catalog import Catalog
-from batchgen.config import Settings
-from batchgen.control import PollScheduler, RequestBudget
 from batchgen.errors import AuthError, UsageError
-from batchgen.lock import JobLock
-from batchgen.manifest import Manifest
-from batchgen.output import write_output
+from batchgen.job.catalog import Catalog
+from batchgen.job.manifest import Manifest
+from batchgen.job.settings import Settings
 from batchgen.pipeline import plan as P
 from batchgen.pipeline.engine import STOP_AUTH, STOP_CREDITS, STOP_SIGNAL, CreditGovernor, Engine
+from batchgen.pipeline.progress import Reporter
 from batchgen.pipeline.upload import Uploader
-from batchgen.progress import Reporter
+from batchgen.pipeline.polling import PollScheduler
+from batchgen.rivya.budget import RequestBudget
+from batchgen.store import journal as J
+from batchgen.store.lock import JobLock
+from batchgen.store.output import write_output
 
 if TYPE_CHECKING:
-    from batchgen.client import RivyaClient
     from batchgen.pipeline.remote import UrlChecker
+    from batchgen.rivya.client import RivyaClient
 
 EXIT_OK = 0
 EXIT_ROWS_FAILED = 1
@@ -203,7 +204,7 @@ def demo_sim_options() -> dict[str, Any]:
 
 
 def make_client(settings: Settings, base_url: str, api_key: Any) -> RivyaClient:
-    from batchgen.client import RivyaClient  # here: a run with nothing to send never needs it
+    from batchgen.rivya.client import RivyaClient  # here: a run with nothing to send never needs it
 
     budget = RequestBudget(max_in_flight=settings.max_requests_in_flight, max_rate=settings.rate)
     return RivyaClient(
@@ -350,7 +351,7 @@ async def _drive(
     )
     downloader = None
     if settings.download_dir is not None:
-        from batchgen.download import Downloader
+        from batchgen.pipeline.download import Downloader
 
         downloader = Downloader(
             client,

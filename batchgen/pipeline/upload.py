@@ -12,14 +12,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchgen import journal as J
-from batchgen.catalog import Catalog
 from batchgen.errors import BatchgenError
-from batchgen.filetypes import kind_of_mime, sniff_mime
+from batchgen.job.catalog import Catalog
+from batchgen.job.filetypes import kind_of_mime, sniff_mime
 from batchgen.pipeline.remote import fetched_violations, from_bytes, from_error, size_cap
+from batchgen.store import journal as J
 
 if TYPE_CHECKING:
-    from batchgen.client import RivyaClient
+    from batchgen.rivya.client import RivyaClient
 
 
 class RowFailure(BatchgenError):

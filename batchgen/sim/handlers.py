@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
 
-from batchgen.catalog import REFERENCE_PARAM, ReferenceInfo, Violation
-from batchgen.filetypes import image_problem, sniff_mime
+from batchgen.job.catalog import REFERENCE_PARAM, ReferenceInfo, Violation
+from batchgen.job.filetypes import image_problem, sniff_mime
 from batchgen.sim.images import CONTENT_TYPES, EXTENSIONS, render
 from batchgen.sim.state import FileRecord, InsufficientCredits, Task, fingerprint, iso
 

@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from batchgen import journal as J
 from batchgen.errors import ApiError, BatchgenError
+from batchgen.store import journal as J
 
 if TYPE_CHECKING:
-    from batchgen.client import RivyaClient
+    from batchgen.rivya.client import RivyaClient
 
 DEFAULT_MAX_BYTES = 50_000_000
 """Largest result accepted, bytes (the API's largest upload limit; images are far smaller)."""

@@ -5,14 +5,14 @@ decimal string; null/NaN become blank), so the same table gives the same rows in
 File-level problems (missing file, missing column, bad template) raise
 :class:`~batchgen.errors.UsageError` in :meth:`Manifest.open`, before anything is sent. Row-level
 problems (blank id, blank template input, a malformed line) are recorded on the row as
-:class:`~batchgen.catalog.Violation` naming the column, and never stop the other rows.
+:class:`~batchgen.job.catalog.Violation` naming the column, and never stop the other rows.
 
 CSV is read with the standard ``csv`` module (quoted delimiters and newlines, CRLF, a BOM), not
 pandas, so that a malformed line is one row's problem rather than a parser error for the whole
 file, and no cell is ever type-guessed. A line whose cell count differs from the header's is
 invalid as a whole (``field_count``): none of its cells is used, not even its key, since any of
 them may have shifted. The text encoding and delimiter come from ``manifest.encoding`` and
-``manifest.delimiter`` (see :mod:`batchgen.textfile`).
+``manifest.delimiter`` (see :mod:`batchgen.job.textfile`).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchgen.catalog import Catalog, Violation
 from batchgen.errors import UsageError
-from batchgen.textfile import (
+from batchgen.job.catalog import Catalog, Violation
+from batchgen.job.textfile import (
     ascii_compatible,
     codec,
     decode_error,
@@ -45,7 +45,7 @@ from batchgen.textfile import (
 )
 
 if TYPE_CHECKING:
-    from batchgen.config import Settings
+    from batchgen.job.settings import Settings
 
 PARQUET_MAGIC = b"PAR1"
 

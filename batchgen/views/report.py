@@ -34,14 +34,14 @@ from typing import Any, TextIO
 
 from PIL import Image, features
 
-from batchgen import journal as J
-from batchgen.client import RivyaClient
-from batchgen.config import Settings
-from batchgen.download import DEFAULT_MAX_BYTES
 from batchgen.errors import BatchgenError, TransportError, UsageError
-from batchgen.ops import open_journal, running_pid
-from batchgen.report_template import HEAD, PAGE_SIZE, TAIL
-from batchgen.retry import RetryPolicy
+from batchgen.job.settings import Settings
+from batchgen.pipeline.download import DEFAULT_MAX_BYTES
+from batchgen.rivya.client import RivyaClient
+from batchgen.rivya.retry import RetryPolicy
+from batchgen.store import journal as J
+from batchgen.views.report_page import HEAD, PAGE_SIZE, TAIL
+from batchgen.views.status import open_journal, running_pid
 
 DEFAULT_THUMB = 128
 """Pixels of a thumbnail's long side."""

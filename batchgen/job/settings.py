@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchgen.coerce import (
+from batchgen.errors import UsageError
+from batchgen.job.coerce import (
     Value,
     as_bool,
     as_choice,
@@ -33,12 +34,11 @@ from batchgen.coerce import (
     expand_path,
     suggest,
 )
-from batchgen.errors import UsageError
-from batchgen.settings_doc import DEFAULTS, DOC_BY_FIELD, JOB_KEYS, ZERO_MEANS
+from batchgen.job.settings_table import DEFAULTS, DOC_BY_FIELD, JOB_KEYS, ZERO_MEANS
 
 if TYPE_CHECKING:
-    from batchgen.catalog import Catalog
-    from batchgen.records import ApiKey
+    from batchgen.job.catalog import Catalog
+    from batchgen.rivya.records import ApiKey
 
 MANIFEST_FORMATS = ("csv", "parquet", "jsonl")
 SUFFIX_FORMATS = {
@@ -163,7 +163,7 @@ def resolve_settings(
     if unknown:
         raise ValueError(f"resolve_settings: unknown flag names {unknown}")
     if catalog is None:
-        from batchgen.catalog import Catalog
+        from batchgen.job.catalog import Catalog
 
         catalog = Catalog.default()
     cwd = Path.cwd() if cwd is None else cwd
@@ -281,7 +281,7 @@ def resolve_settings(
         model = model.strip()
     template = out["template"]
     if template is not None:
-        from batchgen.manifest import parse_template
+        from batchgen.job.manifest import parse_template
 
         parse_template(template, sources["template"])
 
@@ -508,7 +508,7 @@ def _read_key_file(path: Path, where: str) -> str:
 
 
 def _wrap_key(value: str, where: str) -> ApiKey:
-    from batchgen.records import ApiKey
+    from batchgen.rivya.records import ApiKey
 
     key = ApiKey.from_env_or_file(value.strip(), None)
     if key is None:

@@ -23,13 +23,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from batchgen import journal as J
-from batchgen.catalog import Catalog
-from batchgen.config import Settings
 from batchgen.errors import BatchgenError, UsageError
+from batchgen.job.catalog import Catalog
+from batchgen.job.settings import Settings
 from batchgen.pipeline import plan as P
 from batchgen.pipeline.remote import UrlCache, UrlChecker
 from batchgen.pipeline.runner import EXIT_OK, EXIT_ROWS_FAILED, EXIT_STOPPED, scan_manifest
+from batchgen.store import journal as J
 
 # Stated defaults when the journal has no history of this job.
 DEFAULT_RATE = 10.0  # requests/s assumed for an account whose limit we have not seen
@@ -243,7 +243,7 @@ def duration_range(
 
 async def fetch_balance(settings: Settings) -> int:
     """The live balance: the only request an estimate makes (a GET)."""
-    from batchgen.client import RivyaClient
+    from batchgen.rivya.client import RivyaClient
 
     async with RivyaClient(settings.base_url, settings.api_key) as client:
         return await client.get_credits()

@@ -18,8 +18,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from batchgen import journal as J
 from batchgen.errors import UsageError
+from batchgen.store import journal as J
 
 CHUNK = 5000
 

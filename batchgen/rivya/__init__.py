@@ -1,0 +1,1 @@
+"""How we speak to the service: client, records, retry, request budget."""

@@ -1,0 +1,1 @@
+"""What lasts: journal, lock, output table."""
