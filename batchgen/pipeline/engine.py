@@ -26,8 +26,8 @@ from batchgen.errors import (
     TransportError,
 )
 from batchgen.pipeline.plan import canonical_json, idempotency_key, request_body
-from batchgen.pipeline.upload import RowFailure, Uploader
 from batchgen.pipeline.polling import PollScheduler
+from batchgen.pipeline.upload import RowFailure, Uploader
 from batchgen.rivya.records import Task
 from batchgen.store import journal as J
 

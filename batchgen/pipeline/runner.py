@@ -24,9 +24,9 @@ from batchgen.job.manifest import Manifest
 from batchgen.job.settings import Settings
 from batchgen.pipeline import plan as P
 from batchgen.pipeline.engine import STOP_AUTH, STOP_CREDITS, STOP_SIGNAL, CreditGovernor, Engine
+from batchgen.pipeline.polling import PollScheduler
 from batchgen.pipeline.progress import Reporter
 from batchgen.pipeline.upload import Uploader
-from batchgen.pipeline.polling import PollScheduler
 from batchgen.rivya.budget import RequestBudget
 from batchgen.store import journal as J
 from batchgen.store.lock import JobLock
