@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchgen.errors import UsageError
+from batchgen.job.apikey import ApiKey, read_key_file
 from batchgen.job.coerce import (
     Value,
     as_bool,
@@ -38,7 +39,6 @@ from batchgen.job.settings_table import DEFAULTS, DOC_BY_FIELD, JOB_KEYS, ZERO_M
 
 if TYPE_CHECKING:
     from batchgen.job.catalog import Catalog
-    from batchgen.rivya.records import ApiKey
 
 MANIFEST_FORMATS = ("csv", "parquet", "jsonl")
 SUFFIX_FORMATS = {
@@ -469,47 +469,25 @@ def _resolve_api_key(
     if flags.get("api_key_file") is not None:
         path = expand_path(Path(flags["api_key_file"]), cwd, home)
         where = f"--api-key-file {flags['api_key_file']}"
-        return _wrap_key(_read_key_file(path, where), where), where
+        return _wrap_key(read_key_file(path, where), where), where
     if environ.get("RIVYA_API_KEY", "").strip():
         return _wrap_key(environ["RIVYA_API_KEY"], "RIVYA_API_KEY"), "RIVYA_API_KEY"
     for var in ("RIVYA_API_KEY_FILE", "BATCHGEN_API_KEY_FILE"):
         if environ.get(var, "").strip():
             path = expand_path(Path(environ[var]), cwd, home)
             where = f"{var} ({environ[var]})"
-            return _wrap_key(_read_key_file(path, where), where), where
+            return _wrap_key(read_key_file(path, where), where), where
     if "api_key_file" in job:
         value, key = job["api_key_file"]
         where = f"{shown}: {key}"
         if not isinstance(value, str) or not value.strip():
             raise UsageError("expected a file path", where, "quote the path")
         path = expand_path(Path(value), job_dir, home)
-        return _wrap_key(_read_key_file(path, where), where), where
+        return _wrap_key(read_key_file(path, where), where), where
     return None, NO_KEY_SOURCE
 
 
-def _read_key_file(path: Path, where: str) -> str:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(
-            f"API key file {path} not found", where, "create it or set RIVYA_API_KEY"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise UsageError(
-            f"cannot read API key file {path}: {reason}",
-            where,
-            "check the file and its permissions",
-        ) from None
-    key = text.strip()
-    if not key:
-        raise UsageError(f"API key file {path} is empty", where, "put the rvya_sk_... key in it")
-    return key
-
-
 def _wrap_key(value: str, where: str) -> ApiKey:
-    from batchgen.rivya.records import ApiKey
-
     key = ApiKey.from_env_or_file(value.strip(), None)
     if key is None:
         raise UsageError("API key is blank", where, "give the rvya_sk_... key")

@@ -25,10 +25,10 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from batchgen.errors import ApiError, TooLargeError, TransportError, UsageError, api_error_class
+from batchgen.job.apikey import ApiKey
 from batchgen.rivya.budget import Priority, RequestBudget
 from batchgen.rivya.records import (
     TERMINAL,
-    ApiKey,
     ClientStats,
     Task,
     UploadedFile,
