@@ -17,11 +17,10 @@ from typing import Any, ClassVar
 
 import click
 
-from batchgen.errors import BatchgenError, UsageError
+from batchgen.errors import EXIT_LOCKED, EXIT_USAGE, BatchgenError, UsageError
 from batchgen.job.settings import Settings, resolve_settings
 from batchgen.job.settings_table import DOC_BY_FIELD, SETTINGS_DOC
 from batchgen.pipeline.progress import Reporter
-from batchgen.pipeline.runner import EXIT_LOCKED, EXIT_USAGE
 from batchgen.store.lock import LockHeld
 
 # Run flags come from the settings table, so the table, --help and README cannot drift apart:

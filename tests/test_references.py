@@ -20,7 +20,7 @@ from batchgen.job.catalog import Catalog, ReferenceInfo
 from batchgen.job.filetypes import image_problem
 from batchgen.job.manifest import Manifest
 from batchgen.pipeline.remote import fetched_violations, from_error
-from batchgen.pipeline.runner import make_planner
+from batchgen.pipeline.scan import make_planner
 from batchgen.rivya.client import RivyaClient
 from batchgen.sim import SimConfig, SimServer, SimThread
 from batchgen.store import journal as J

@@ -17,7 +17,7 @@ from batchgen.job.catalog import Catalog
 from batchgen.job.manifest import MAPPING_SETTINGS, Manifest
 from batchgen.job.settings import Settings, resolve_settings
 from batchgen.pipeline import plan as P
-from batchgen.pipeline.runner import make_planner, scan_manifest
+from batchgen.pipeline.scan import make_planner, scan_manifest
 from batchgen.sim import SimConfig, SimServer
 from batchgen.store import journal as J
 

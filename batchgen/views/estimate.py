@@ -23,12 +23,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from batchgen.errors import BatchgenError, UsageError
+from batchgen.errors import EXIT_OK, EXIT_ROWS_FAILED, EXIT_STOPPED, BatchgenError, UsageError
 from batchgen.job.catalog import Catalog
 from batchgen.job.settings import Settings
 from batchgen.pipeline import plan as P
 from batchgen.pipeline.remote import UrlCache, UrlChecker
-from batchgen.pipeline.runner import EXIT_OK, EXIT_ROWS_FAILED, EXIT_STOPPED, scan_manifest
+from batchgen.pipeline.scan import scan_manifest
 from batchgen.store import journal as J
 
 # Stated defaults when the journal has no history of this job.
