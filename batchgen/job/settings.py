@@ -36,6 +36,7 @@ from batchgen.job.coerce import (
     suggest,
 )
 from batchgen.job.settings_table import DEFAULTS, DOC_BY_FIELD, JOB_KEYS, ZERO_MEANS
+from batchgen.job.template import parse_template
 
 if TYPE_CHECKING:
     from batchgen.job.catalog import Catalog
@@ -281,8 +282,6 @@ def resolve_settings(
         model = model.strip()
     template = out["template"]
     if template is not None:
-        from batchgen.job.manifest import parse_template
-
         parse_template(template, sources["template"])
 
     params, params_by_model, param_columns = _resolve_params(flags, job, str(job_file), catalog)

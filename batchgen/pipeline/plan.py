@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 from batchgen.job.catalog import Catalog, ReferenceInfo, Violation
 from batchgen.job.filetypes import DECODABLE_IMAGES, image_problem, kind_of_mime, sniff_mime
 from batchgen.job.manifest import RawRow, RowSpec
+from batchgen.pipeline.remote import fetched_violations, size_cap
 from batchgen.store import journal as J
 
 if TYPE_CHECKING:
@@ -415,8 +416,23 @@ class Planner:
     def _fetched(self, plans: list[RowPlan]) -> list[RowPlan]:
         """The plans, once the URL references of the rows to submit are fetched and judged
         (only with a ``remote`` checker)."""
-        if self.remote is not None:
-            self.remote.judge(plans, self.catalog, self.reference_column)
+        if self.remote is None:
+            return plans
+        todo = [p for p in plans if p.action == SUBMIT and p.ref is not None and p.ref.url]
+        if not todo:
+            return plans
+        caps: dict[str, int] = {}
+        for p in todo:
+            assert p.ref is not None and p.ref.url is not None
+            caps[p.ref.url] = max(caps.get(p.ref.url, 0), size_cap(self.catalog, p.spec.model))
+        found = self.remote.check(caps)
+        for p in todo:
+            assert p.ref is not None and p.ref.url is not None and p.spec.model is not None
+            problems = fetched_violations(
+                self.catalog, p.spec.model, self.reference_column, found[p.ref.url]
+            )
+            if problems:
+                p.action, p.violations, p.cost = INVALID, problems, 0
         return plans
 
     def digest(self, row: RawRow) -> bytes | None:

@@ -19,7 +19,7 @@ import asyncio
 import hashlib
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 from batchgen.errors import ApiError, BatchgenError, TooLargeError
 from batchgen.job.catalog import Catalog, ReferenceInfo, Violation
 from batchgen.job.filetypes import image_problem, kind_of_mime, sniff_mime
-from batchgen.pipeline import plan as P
 
 if TYPE_CHECKING:
     from batchgen.rivya.client import RivyaClient
@@ -194,22 +193,6 @@ class UrlChecker:
         self._memo: OrderedDict[tuple[str, int], Fetched] = OrderedDict()
         self.downloaded = 0  # URLs whose bytes came down
         self.not_modified = 0  # URLs the cache answered after a conditional GET
-
-    def judge(self, plans: Sequence[P.RowPlan], catalog: Catalog, column: str) -> None:
-        """Turn the rows to submit whose URL reference breaks a rule into invalid rows."""
-        todo = [p for p in plans if p.action == P.SUBMIT and p.ref is not None and p.ref.url]
-        if not todo:
-            return
-        caps: dict[str, int] = {}
-        for p in todo:
-            assert p.ref is not None and p.ref.url is not None
-            caps[p.ref.url] = max(caps.get(p.ref.url, 0), size_cap(catalog, p.spec.model))
-        found = self.check(caps)
-        for p in todo:
-            assert p.ref is not None and p.ref.url is not None and p.spec.model is not None
-            problems = fetched_violations(catalog, p.spec.model, column, found[p.ref.url])
-            if problems:
-                p.action, p.violations, p.cost = P.INVALID, problems, 0
 
     def check(self, wanted: Mapping[str, int]) -> dict[str, Fetched]:
         """The verdict on each URL of ``wanted`` (URL -> size cap)."""
