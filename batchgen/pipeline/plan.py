@@ -27,6 +27,7 @@ from batchgen.job.filetypes import DECODABLE_IMAGES, image_problem, kind_of_mime
 from batchgen.job.manifest import RawRow, RowSpec
 from batchgen.pipeline.remote import fetched_violations, size_cap
 from batchgen.store import journal as J
+from batchgen.store.keyset import KeySet
 
 if TYPE_CHECKING:
     from batchgen.pipeline.remote import UrlChecker
@@ -255,44 +256,6 @@ class ReferenceChecker:
         damage = self.verdict(sha, mime, path)
         kind = kind_of_mime(mime) if mime else None
         return RefCheck(cell, path, None, st.st_size, mime, kind, sha, damage), None
-
-
-class KeySet:
-    """A set of row keys kept on disk, in a private temporary SQLite database that is deleted
-    when closed, so that finding duplicate keys costs no memory however long the manifest."""
-
-    def __init__(self) -> None:
-        self._db: sqlite3.Connection | None = None
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            self._db = sqlite3.connect("", isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=OFF")
-            self._db.execute("CREATE TABLE keys (key TEXT PRIMARY KEY) WITHOUT ROWID")
-        return self._db
-
-    def present(self, keys: Sequence[str]) -> set[str]:
-        """Those of ``keys`` that were added before."""
-        if not keys:
-            return set()
-        sql = "SELECT key FROM keys WHERE key IN (SELECT value FROM json_each(?))"
-        return {r[0] for r in self._conn().execute(sql, (json.dumps(keys),))}
-
-    def add(self, keys: Sequence[str]) -> None:
-        if keys:
-            sql = "INSERT OR IGNORE INTO keys SELECT value FROM json_each(?)"
-            self._conn().execute(sql, (json.dumps(keys),))
-
-    def add_new(self, keys: Sequence[str]) -> set[str]:
-        """Add ``keys``; return those that were not there before."""
-        new = set(keys) - self.present(keys)
-        self.add(sorted(new))
-        return new
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
 
 
 class Planner:

@@ -198,8 +198,8 @@ async def _drive(
                 message=f"this run needs {need} credits and {limit}: top up, raise the cap,"
                 " or pass --allow-partial",
             )
-            _block_rest(
-                journal, scan.scan_id, "not_affordable", f"the run needs {need} credits; {limit}"
+            journal.block_unsent(
+                scan.scan_id, "not_affordable", f"the run needs {need} credits; {limit}"
             )
             return RunResult(EXIT_STOPPED, "not_affordable", {})
     scheduler = PollScheduler(first=settings.poll_first, interval=settings.poll_interval)
@@ -263,7 +263,7 @@ async def _drive(
         return RunResult(exit_code, "interrupted", {})
     if engine.stop_reason in (STOP_AUTH, STOP_CREDITS):
         code = getattr(engine.stop_error, "code", engine.stop_reason)
-        _block_rest(journal, scan.scan_id, code, "not submitted: the run stopped early")
+        journal.block_unsent(scan.scan_id, code, "not submitted: the run stopped early")
         if engine.stop_reason == STOP_AUTH:
             reporter.emit("fatal", message=f"{engine.stop_error} (fix {settings.api_key_source})")
         else:
@@ -287,14 +287,6 @@ def _completed(journal: J.Journal, scan: ScanResult) -> RunResult:
     totals = journal.totals(scan.scan_id)
     ok = totals.by_state.get(J.SUCCEEDED, 0) == totals.rows
     return RunResult(EXIT_OK if ok else EXIT_ROWS_FAILED, "completed", {}, totals)
-
-
-def _block_rest(journal: J.Journal, scan_id: int, code: str, message: str) -> None:
-    journal.db.execute(
-        "UPDATE rows SET state = ?, error_code = ?, error_message = ?, updated_at = ? "
-        "WHERE seen_run = ? AND state IN ('pending', 'ready')",
-        (J.BLOCKED, code, message, J.now_iso(), scan_id),
-    )
 
 
 class _signals:

@@ -17,6 +17,7 @@ from batchgen.job.manifest import Manifest
 from batchgen.job.settings import Settings
 from batchgen.pipeline import plan as P
 from batchgen.store import journal as J
+from batchgen.store.keyset import KeySet
 
 if TYPE_CHECKING:
     from batchgen.pipeline.remote import UrlChecker
@@ -68,7 +69,7 @@ def scan_manifest(
     recorder = journal if record else None  # the journal the plans are written to, if any
     previous_scan = recorder.start_scan() if recorder is not None else None
     carried = 0
-    distinct = P.KeySet()  # the references counted so far
+    distinct = KeySet()  # the references counted so far
     with closing(planner), closing(distinct):
         for batch in manifest.iter_raw_batches():
             plans = planner.plan_batch(batch)

@@ -27,9 +27,11 @@ from batchgen.errors import EXIT_OK, EXIT_ROWS_FAILED, EXIT_STOPPED, BatchgenErr
 from batchgen.job.catalog import Catalog
 from batchgen.job.settings import Settings
 from batchgen.pipeline import plan as P
-from batchgen.pipeline.remote import UrlCache, UrlChecker
+from batchgen.pipeline.remote import UrlChecker
 from batchgen.pipeline.scan import scan_manifest
 from batchgen.store import journal as J
+from batchgen.store.keyset import KeySet
+from batchgen.store.url_cache import UrlCache
 
 # Stated defaults when the journal has no history of this job.
 DEFAULT_RATE = 10.0  # requests/s assumed for an account whose limit we have not seen
@@ -130,7 +132,7 @@ def estimate(
     only network here; the balance is :func:`fetch_balance`)."""
     catalog = catalog or Catalog.default()
     journal = J.Journal(settings.journal, readonly=True) if settings.journal.exists() else None
-    distinct = P.KeySet()  # the references counted so far (on disk: any number of rows)
+    distinct = KeySet()  # the references counted so far (on disk: any number of rows)
     files = remote = reference_bytes = cached = unverified = 0
     rows_by_model: Counter[str] = Counter()
     writer = _RowWriter(out) if out is not None else None

@@ -102,21 +102,8 @@ def _try_thumb(source: Path | bytes, px: int) -> str | None:
 
 def collect_summary(journal: J.Journal, scan: int) -> dict[str, Any]:
     """The report's summary figures, from the journal (JSON-able)."""
-    db = journal.db
-    by_model = [
-        {"model": r[0] or "", "rows": r[1], "succeeded": r[2], "charged": r[3], "reserved": r[4]}
-        for r in db.execute(
-            "SELECT model, COUNT(*), SUM(state = 'succeeded'), COALESCE(SUM(final_credits), 0), "
-            "COALESCE(SUM(reserved_credits), 0) FROM rows WHERE seen_run = ? GROUP BY model "
-            "ORDER BY model",
-            (scan,),
-        )
-    ]
-    durations: dict[str, list[float]] = {}
-    for model, seconds in db.execute(
-        "SELECT model, duration_s FROM rows WHERE seen_run = ? AND duration_s IS NOT NULL", (scan,)
-    ):
-        durations.setdefault(model or "", []).append(float(seconds))
+    by_model = journal.by_model(scan)
+    durations = journal.scan_durations(scan)
     timings = []
     for model, values in sorted(durations.items()):
         values.sort()

@@ -56,7 +56,7 @@ def job_status(settings: Settings) -> dict[str, Any]:
             "credits_reserved": 0,
             "credits_charged": 0,
             "errors": {},
-            "uploads_cached": journal.db.execute("SELECT COUNT(*) FROM uploads").fetchone()[0],
+            "uploads_cached": journal.upload_count(),
             "runs": [
                 {
                     k: r[k]
