@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import stat
 from collections import OrderedDict
@@ -20,11 +19,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from batchgen.job.catalog import Catalog, ReferenceInfo, Violation
 from batchgen.job.filetypes import DECODABLE_IMAGES, image_problem, kind_of_mime, sniff_mime
 from batchgen.job.manifest import RawRow, RowSpec
+from batchgen.job.references import is_url, resolve_reference
 from batchgen.pipeline.remote import fetched_violations, size_cap
 from batchgen.store import journal as J
 from batchgen.store.keyset import KeySet
@@ -165,16 +164,6 @@ def request_body(row: Mapping[str, Any], references: Sequence[Mapping[str, Any]]
     if params:
         body["params"] = params
     return body
-
-
-def is_url(value: str) -> bool:
-    return urlparse(value).scheme in ("http", "https")
-
-
-def resolve_reference(cell: str, base_dir: Path) -> Path:
-    """A local reference cell as a path: ``~`` expanded, relative to the manifest's folder."""
-    path = Path(os.path.expanduser(cell))
-    return path if path.is_absolute() else base_dir / path
 
 
 Verdict = tuple[str, str] | None  # a decode check's (rule, detail), None when the image decodes

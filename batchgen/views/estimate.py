@@ -30,6 +30,7 @@ from batchgen.pipeline import plan as P
 from batchgen.pipeline.remote import UrlChecker
 from batchgen.pipeline.scan import scan_manifest
 from batchgen.store import journal as J
+from batchgen.store.files import commit, temp_beside
 from batchgen.store.keyset import KeySet
 from batchgen.store.url_cache import UrlCache
 
@@ -95,10 +96,11 @@ class _RowWriter:
                 "unsupported --out format", str(path), "use a .csv or .parquet file name"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.tmp = path, temp_beside(path)
         self.writer: Any = (
-            pacsv.CSVWriter(str(path), ROW_SCHEMA)
+            pacsv.CSVWriter(str(self.tmp), ROW_SCHEMA)
             if suffix == ".csv"
-            else pq.ParquetWriter(str(path), ROW_SCHEMA)
+            else pq.ParquetWriter(str(self.tmp), ROW_SCHEMA)
         )
 
     def write(self, plans: list[P.RowPlan]) -> None:
@@ -112,8 +114,12 @@ class _RowWriter:
             cols["reason"].append(p.reason)
         self.writer.write_table(pa.table(cols, schema=ROW_SCHEMA))
 
-    def close(self) -> None:
+    def close(self, complete: bool) -> None:
+        """Close the table; a complete one replaces ``path`` (atomically), else it is dropped."""
         self.writer.close()
+        if complete:
+            commit(self.tmp, self.path)
+        self.tmp.unlink(missing_ok=True)
 
 
 def url_cache_path(journal: Path) -> Path:
@@ -169,6 +175,7 @@ def estimate(
         if writer is not None:
             writer.write(plans)
 
+    complete = False
     try:
         scan = scan_manifest(
             settings, catalog, journal, 0, on_plans=on_plans, record=False, remote=checker
@@ -179,12 +186,13 @@ def estimate(
             if journal is not None
             else []
         )
+        complete = True
     finally:
         distinct.close()
         if checker is not None:
             checker.close()
         if writer is not None:
-            writer.close()
+            writer.close(complete)
         if journal is not None:
             journal.close()
     est = Estimate(job_id=settings.job_id, max_credits=settings.max_credits)

@@ -35,11 +35,13 @@ from typing import Any, TextIO
 from PIL import Image, features
 
 from batchgen.errors import BatchgenError, TransportError, UsageError
+from batchgen.job.references import is_url, resolve_reference
 from batchgen.job.settings import Settings
 from batchgen.pipeline.download import DEFAULT_MAX_BYTES
 from batchgen.rivya.client import RivyaClient
 from batchgen.rivya.retry import RetryPolicy
 from batchgen.store import journal as J
+from batchgen.store.files import replacing
 from batchgen.views.report_page import HEAD, PAGE_SIZE, TAIL
 from batchgen.views.status import open_journal, running_pid
 
@@ -293,7 +295,7 @@ class _Builder:
         if cell in self.ref_index:
             got = self.ref_index[cell]
             return (got, "") if isinstance(got, int) else (-1, got)
-        if cell.startswith(("http://", "https://")):
+        if is_url(cell):
             data, why = await self.fetch(cell)
             uri = await self.thumb(data) if data is not None else None
             why = (
@@ -302,8 +304,7 @@ class _Builder:
                 else "reference unreadable"
             )
         else:
-            path = Path(cell)
-            uri = await self.thumb(path if path.is_absolute() else self.base / path)
+            uri = await self.thumb(resolve_reference(cell, self.base))
             why = "reference missing or unreadable"
         result: int | str = why if uri is None else self._add(uri)
         self.ref_index[cell] = result
@@ -401,8 +402,6 @@ async def write_report(
         if pid:
             sub += f" · a run (pid {pid}) is still going on: this is a snapshot"
         title = f"batchgen report: {job_id}"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         client = None
         if fetch:
             client = RivyaClient(
@@ -415,7 +414,7 @@ async def write_report(
             )
         builder = _Builder(settings, out, thumb_px, client)
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
+            with replacing(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
                 fh.write(
                     HEAD.format(
                         title=html.escape(title),
@@ -425,9 +424,7 @@ async def write_report(
                 )
                 await _write_cards(fh, builder, _records(journal, scan))
                 fh.write(TAIL % {"page": PAGE_SIZE})
-            os.replace(tmp, out)
         finally:
-            tmp.unlink(missing_ok=True)
             builder.pool.shutdown()
             if client is not None:
                 await client.close()
