@@ -22,6 +22,7 @@ from batchgen.job.settings import Settings, resolve_settings
 from batchgen.job.settings_table import DOC_BY_FIELD, SETTINGS_DOC
 from batchgen.pipeline.progress import Reporter
 from batchgen.store.lock import LockHeld
+from batchgen.views.report_page import DEFAULT_THUMB
 
 # Run flags come from the settings table, so the table, --help and README cannot drift apart:
 # every flag's help ends with the table's default (tests/test_docs.py compares them, value by
@@ -324,7 +325,7 @@ def export(job: str | None, out: Path, **flags: Any) -> None:
     "--thumb-size",
     "thumb_size",
     type=click.IntRange(32, 512),
-    default=128,
+    default=DEFAULT_THUMB,
     show_default=True,
     help="Thumbnail size, pixels.",
 )

@@ -177,9 +177,8 @@ def resolve_settings(
         given = flags.get(name)
         if given is not None:
             return Value(given, "--" + name.replace("_", "-"), cwd)
-        doc = DOC_BY_FIELD[name]
-        for var in (doc.env or "").split(", "):
-            if var and environ.get(var, "") != "":
+        for var in _env_names(name):
+            if environ.get(var, "") != "":
                 return Value(environ[var], var, cwd)
         if name in job:
             return Value(job[name][0], f"{job_file}: {job[name][1]}", job_dir)
@@ -453,6 +452,11 @@ def _mapping_where(
 # --------------------------------------------------------------------------- API key
 
 
+def _env_names(name: str) -> list[str]:
+    """The environment variables of a setting, from the settings table, first one winning."""
+    return [var for var in (DOC_BY_FIELD[name].env or "").split(", ") if var]
+
+
 def _resolve_api_key(
     flags: Mapping[str, Any],
     environ: Mapping[str, str],
@@ -469,9 +473,10 @@ def _resolve_api_key(
         path = expand_path(Path(flags["api_key_file"]), cwd, home)
         where = f"--api-key-file {flags['api_key_file']}"
         return _wrap_key(read_key_file(path, where), where), where
-    if environ.get("RIVYA_API_KEY", "").strip():
-        return _wrap_key(environ["RIVYA_API_KEY"], "RIVYA_API_KEY"), "RIVYA_API_KEY"
-    for var in ("RIVYA_API_KEY_FILE", "BATCHGEN_API_KEY_FILE"):
+    for var in _env_names("api_key"):
+        if environ.get(var, "").strip():
+            return _wrap_key(environ[var], var), var
+    for var in _env_names("api_key_file"):
         if environ.get(var, "").strip():
             path = expand_path(Path(environ[var]), cwd, home)
             where = f"{var} ({environ[var]})"

@@ -42,11 +42,9 @@ from batchgen.rivya.client import RivyaClient
 from batchgen.rivya.retry import RetryPolicy
 from batchgen.store import journal as J
 from batchgen.store.files import replacing
-from batchgen.views.report_page import HEAD, PAGE_SIZE, TAIL
+from batchgen.views.report_page import DEFAULT_THUMB, HEAD, PAGE_SIZE, TAIL
 from batchgen.views.status import open_journal, running_pid
 
-DEFAULT_THUMB = 128
-"""Pixels of a thumbnail's long side."""
 CHUNK = 250
 """Cards made and written at a time."""
 PROMPT_CHARS = 600
