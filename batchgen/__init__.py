@@ -1,16 +1,24 @@
 """batchgen: batch image generation through the Rivya Public API v1.
 
-The Python API (see README.md, "Python API")::
+The package is laid out by stage (docs/architecture.md): ``job/`` what the user asks for,
+``rivya/`` how we speak to the service, ``pipeline/`` running a job, ``store/`` what lasts,
+``views/`` what people see, ``sim/`` the local simulator of the service; ``api.py`` is the Python
+API (README.md, "Python API")::
 
     import batchgen
     result = batchgen.run("jobs/sample.toml", simulate=True)
     result.to_pandas()
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from batchgen.api import EstimateResult, Result, arun, estimate, run, status
 from batchgen.errors import BatchgenError, UsageError
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("batchgen")  # one owner: pyproject.toml
+except PackageNotFoundError:  # pragma: no cover - running from a tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "BatchgenError",

@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from batchgen.coerce import suggest
 from batchgen.errors import UsageError
+from batchgen.job.coerce import suggest
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    from batchgen.config import Settings
+    from batchgen.job.settings import Settings
 
 T = TypeVar("T")
 
@@ -75,7 +75,7 @@ class EstimateResult:
 
 
 def _valid_keywords() -> list[str]:
-    from batchgen.config import _FLAG_NAMES
+    from batchgen.job.settings import _FLAG_NAMES
 
     return sorted(_FLAG_NAMES - _NOT_KEYWORDS)
 
@@ -108,7 +108,7 @@ def resolve(
 ) -> Settings:
     """Settings from a job file, a manifest (path, URL, DataFrame or Arrow table), keywords and
     the environment (``os.environ`` unless ``env`` is given)."""
-    from batchgen.config import resolve_settings
+    from batchgen.job.settings import resolve_settings
 
     valid = _valid_keywords()
     for name in keywords:
@@ -164,11 +164,12 @@ def _in_own_loop(func: Callable[[], T]) -> T:
 
 
 def _run_settings(settings: Settings) -> Result:
-    from batchgen import journal as J
-    from batchgen.lock import LockHeld
-    from batchgen.output import output_table
-    from batchgen.pipeline.runner import EXIT_LOCKED, run_job
-    from batchgen.progress import Reporter
+    from batchgen.errors import EXIT_LOCKED
+    from batchgen.pipeline.progress import Reporter
+    from batchgen.pipeline.runner import run_job
+    from batchgen.store import journal as J
+    from batchgen.store.lock import LockHeld
+    from batchgen.store.output import output_table
 
     reporter = Reporter(
         mode=settings.progress if settings.progress == "bar" else "lines",
@@ -250,7 +251,7 @@ def estimate(
     """
     from dataclasses import asdict
 
-    from batchgen.estimate import price
+    from batchgen.views.estimate import price
 
     resolved = resolve(job, manifest=manifest, env=env, keywords=settings, function="estimate")
     est, code = _in_own_loop(
@@ -267,7 +268,7 @@ def status(
 ) -> dict[str, Any]:
     """A job's rows by state, credits and last runs, as ``batchgen status --json`` (safe while
     a run is going on). Raises UsageError when the job has never run."""
-    from batchgen.ops import job_status
+    from batchgen.views.status import job_status
 
     resolved = resolve(job, env=env, keywords=settings, function="status")
     return job_status(resolved)

@@ -16,7 +16,7 @@ import pytest
 from jobkit import SAMPLE
 
 import batchgen
-from batchgen.progress import JsonFormatter
+from batchgen.pipeline.progress import JsonFormatter
 from batchgen.sim import SimConfig, SimThread
 
 FAST = {"rate": None, "latency": 0.05, "queue_time": 0.0, "seed": 9}

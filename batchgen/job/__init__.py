@@ -1,1 +1,7 @@
-"""What the user asks for: settings, manifest, catalog, file types."""
+"""What the user asks for: the job's settings, its manifest, the model catalog, file types.
+
+Pure and synchronous: no journal, and no network but :mod:`.storage`, the one reader and writer
+of files given as URLs (object stores and https, through fsspec). Imports only
+:mod:`batchgen.errors`. ``settings_table`` is the one table of settings (defaults, flags,
+environment names, README).
+"""
