@@ -208,3 +208,12 @@ def test_https_style_manifest_url_is_read(tmp_path: Path) -> None:
         thread.join()
     assert priced.summary["job_id"] == "catalog"  # named after the file, as a local one is
     assert priced.summary["decisions"] == {"invalid": 1, "would_submit": 2}
+
+
+def test_a_missing_backend_names_the_extra_to_install() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("gcsfs") is not None:
+        pytest.skip("gcsfs is installed here")
+    with pytest.raises(batchgen.UsageError, match=r"gs:// URLs.*pip install 'batchgen\[gcs\]'"):
+        batchgen.estimate(manifest="gs://catalog/rows.csv", model="qwen-image")

@@ -54,6 +54,11 @@ NOT_MAPPING = {
     "log_format": "display",
     "status_interval": "display",
     "sources": "where each value came from",
+    "manifest_source": "where the rows come from (a URL, standard input, a table): not a row's content",
+    "manifest_table": "the rows themselves, read as cells like a file's",
+    "base_dir": "the folder of relative references: in the digest (the planner's seed)",
+    "output_url": "where results go",
+    "download_url": "where images go",
 }
 
 
