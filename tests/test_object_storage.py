@@ -217,3 +217,19 @@ def test_a_missing_backend_names_the_extra_to_install() -> None:
         pytest.skip("gcsfs is installed here")
     with pytest.raises(batchgen.UsageError, match=r"gs:// URLs.*pip install 'batchgen\[gcs\]'"):
         batchgen.estimate(manifest="gs://catalog/rows.csv", model="qwen-image")
+
+
+def test_an_output_upload_that_fails_keeps_the_local_table_and_exits_3(s3: Any) -> None:
+    result = batchgen.run(
+        manifest=pd.DataFrame({"id": ["a"], "prompt": ["a cup"]}),
+        job_id="nobucket",
+        model="qwen-image",
+        output="s3://no-such-bucket-here/results.csv",
+        simulate=True,
+    )
+    assert result.exit_code == 3
+    assert result.summary["by_status"] == {"succeeded": 1}  # the work itself is done
+    assert "cannot write s3://no-such-bucket-here/results.csv" in result.summary["output_error"]
+    local = Path(result.summary["output"])
+    assert local.exists() and "a" in local.read_text()
+    assert SECRET not in result.summary["output_error"]

@@ -141,8 +141,16 @@ async def run_job(
             passthrough=settings.passthrough,
             current_run=run_id,
         )
+        output_error = None
         if settings.output_url is not None:
-            await asyncio.to_thread(publish, settings.output, settings.output_url)
+            output_error = await asyncio.to_thread(publish, settings.output, settings.output_url)
+            if output_error is not None:
+                reporter.emit(
+                    "fatal",
+                    message=f"{output_error}; the table is at {settings.output}: fix the storage"
+                    f" access, then batchgen export --out {settings.output_url}",
+                )
+                result.exit_code = max(result.exit_code, EXIT_STOPPED)
         summary = summarize(journal, run_id, scan, reporter, started, result.totals)
         http = result.summary.get("http")
         if http:
@@ -152,9 +160,13 @@ async def run_job(
                 summary["request_rate"] = round(
                     sum(http["requests"].values()) / summary["wall_seconds"], 2
                 )
+        if output_error is not None:
+            summary["output_error"] = output_error
         summary.update(
             outcome=result.outcome,
-            output=settings.output_url or str(settings.output),
+            output=str(settings.output)
+            if output_error
+            else settings.output_url or str(settings.output),
             output_rows=written,
             exit_code=result.exit_code,
         )
@@ -306,11 +318,17 @@ async def _drive(
     return _completed(journal, scan)
 
 
-def publish(local: Path, url: str) -> None:
-    """Upload the output table written at ``local`` to its object-store URL."""
+def publish(local: Path, url: str) -> str | None:
+    """Upload the output table written at ``local`` to its object-store URL; the reason it
+    failed, or None."""
+    from batchgen.errors import BatchgenError
     from batchgen.job import storage
 
-    storage.upload(local, url)
+    try:
+        storage.upload(local, url)
+    except BatchgenError as exc:
+        return str(exc)
+    return None
 
 
 def _completed(journal: J.Journal, scan: ScanResult) -> RunResult:
