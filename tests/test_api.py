@@ -173,3 +173,15 @@ def test_orchestrator_recipe_in_a_thread_pool(tmp_path: Path, srv: SimThread) ->
     assert summary["by_status"] == {"succeeded": 5}
     assert Path(summary["output"]).exists() and "2026-05-11" in summary["output"]
     assert srv.snapshot()["tasks_created"] == 5
+
+
+def test_a_run_of_a_job_already_running_gives_exit_code_4(tmp_path: Path) -> None:
+    from batchgen.store.lock import JobLock
+
+    job = simple_job(tmp_path, product_rows(2), poll_first=[0.05, 0.1], poll_interval=[0.05, 0.2])
+    assert batchgen.run(job, simulate=True).exit_code == 0
+    with JobLock(tmp_path / "out" / "test-job.journal.sqlite"):  # as another run would hold it
+        locked = batchgen.run(job, simulate=True)
+    assert locked.exit_code == 4
+    assert "already running" in locked.summary["message"]
+    assert locked.table.num_rows == 2  # the table as the journal holds it meanwhile

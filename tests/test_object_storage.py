@@ -233,3 +233,16 @@ def test_an_output_upload_that_fails_keeps_the_local_table_and_exits_3(s3: Any) 
     local = Path(result.summary["output"])
     assert local.exists() and "a" in local.read_text()
     assert SECRET not in result.summary["output_error"]
+
+
+def test_storage_messages_never_carry_signed_url_parameters() -> None:
+    from batchgen.job import storage
+
+    url = (
+        "https://bucket.s3.amazonaws.com/a.png?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Credential=AKIAEXAMPLE%2F20260511&X-Amz-Signature=deadbeef&sig=abc&token=xyz"
+    )
+    shown = storage.redact(f"cannot read {url}: HTTP 403")
+    for secret in ("AKIAEXAMPLE", "deadbeef", "abc", "xyz"):
+        assert secret not in shown
+    assert shown.startswith("cannot read https://bucket.s3.amazonaws.com/a.png?") and "403" in shown
