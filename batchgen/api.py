@@ -94,7 +94,8 @@ def _as_table(manifest: Any) -> pa.Table | None:
         return None
     if isinstance(manifest, pd.DataFrame):
         frame = manifest.rename(columns=str)
-        return pa.Table.from_pandas(frame, preserve_index=False)
+        # A named index (df.set_index("sku")) stays a column; a plain RangeIndex is dropped.
+        return pa.Table.from_pandas(frame, preserve_index=None)
     return None
 
 
@@ -232,7 +233,11 @@ async def arun(
     **settings: Any,
 ) -> Result:
     """:func:`run` for async code: the job runs in a worker thread with its own event loop, so
-    the caller's loop stays free. The same arguments and result."""
+    the caller's loop stays free. The same arguments and result.
+
+    Cancelling the awaiting task does not stop the run in its thread (it goes on to the end, and
+    the journal keeps everything); stop a job with ``max_credits`` or from the CLI with Ctrl-C.
+    """
     return await asyncio.to_thread(run, job, manifest=manifest, env=env, **settings)
 
 

@@ -185,3 +185,22 @@ def test_a_run_of_a_job_already_running_gives_exit_code_4(tmp_path: Path) -> Non
     assert locked.exit_code == 4
     assert "already running" in locked.summary["message"]
     assert locked.table.num_rows == 2  # the table as the journal holds it meanwhile
+
+
+def test_a_named_index_is_a_column_and_arrow_tables_read_in_batches(tmp_path: Path) -> None:
+    df = frame(5).rename(columns={"id": "sku"}).set_index("sku")
+    result = batchgen.run(
+        manifest=df, job_id="idx", id_column="sku", model="qwen-image", simulate=True
+    )
+    assert result.table["sku"].to_pylist() == [f"sku-{i:05d}" for i in range(1, 6)]
+    # The same rows as an Arrow table, two rows per batch: the same outcome, nothing sent again.
+    again = batchgen.run(
+        manifest=pa.Table.from_pandas(df.reset_index(), preserve_index=False),
+        job_id="idx",
+        id_column="sku",
+        model="qwen-image",
+        batch_size=2,
+        simulate=True,
+    )
+    assert again.summary["kept"] == 4 and again.summary["generated_this_run"] == 0
+    assert again.table.drop_columns(["generated"]).equals(result.table.drop_columns(["generated"]))
