@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ from batchgen.catalog import Catalog
 from batchgen.config import Settings
 from batchgen.errors import BatchgenError, UsageError
 from batchgen.pipeline import plan as P
+from batchgen.pipeline.catalog_fetch import CatalogSource, load_catalog_sync
+from batchgen.pipeline.prices import apply_observed, observed_prices
 from batchgen.pipeline.remote import UrlCache, UrlChecker
 from batchgen.pipeline.runner import EXIT_OK, EXIT_ROWS_FAILED, EXIT_STOPPED, scan_manifest
 
@@ -81,6 +84,11 @@ class Estimate:
     affordable: bool = True
     verdict: str = ""
     invalid_examples: list[str] = field(default_factory=list)
+    # Which catalog priced the rows (source, location, fetched_at, age_seconds, description),
+    # and the models the service charged differently in earlier runs (priced at its figure).
+    catalog: dict[str, Any] = field(default_factory=dict)
+    price_changes: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 class _RowWriter:
@@ -127,9 +135,14 @@ def estimate(
     fetch: bool = True,
 ) -> Estimate:
     """Plan the job and price it; with ``fetch``, GET its URL references and judge them (the
-    only network here; the balance is :func:`fetch_balance`)."""
-    catalog = catalog or Catalog.default()
+    network here, with the catalog's one GET when ``catalog`` is not given; the balance is
+    :func:`fetch_balance`)."""
+    warnings: list[str] = []
+    if catalog is None:
+        catalog = load_catalog_sync(CatalogSource.of(settings), warn=warnings.append)
     journal = J.Journal(settings.journal, readonly=True) if settings.journal.exists() else None
+    changes = observed_prices(journal, catalog)
+    catalog = apply_observed(catalog, changes)
     distinct = P.KeySet()  # the references counted so far (on disk: any number of rows)
     files = remote = reference_bytes = cached = unverified = 0
     rows_by_model: Counter[str] = Counter()
@@ -186,6 +199,9 @@ def estimate(
         if journal is not None:
             journal.close()
     est = Estimate(job_id=settings.job_id, max_credits=settings.max_credits)
+    est.catalog = catalog.origin.as_dict(time.time())
+    est.price_changes = [c.as_dict() for c in changes]
+    est.warnings = warnings
     est.rows = scan.rows
     decisions: Counter[str] = Counter()
     for action, n in scan.actions.items():
@@ -314,6 +330,14 @@ def render(est: Estimate) -> str:
             f"{est.remote_not_modified} unchanged since the last estimate"
         )
     lines.append(f"  duration: {_hms(lo)} to {_hms(hi)} ({est.duration_basis})")
+    if est.catalog:
+        lines.append(f"  catalog: {est.catalog['description']}")
+    for change in est.price_changes:
+        lines.append(
+            f"  price changed: {change['model']} costs {change['server_credits']} credits per task"
+            f" (the service reserved it on {change['seen_at']}; the catalog says "
+            f"{change['catalog_credits']}): priced at {change['server_credits']}"
+        )
     if est.max_credits is not None:
         lines.append(f"  --max-credits: {est.max_credits}")
     if est.balance is not None:
@@ -331,11 +355,20 @@ def _hms(seconds: float) -> str:
     return f"{h}h{m:02d}m{sec:02d}s" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
 
 
-def run_estimate(settings: Settings, *, as_json: bool, out: Path | None, fetch: bool = True) -> int:
+def run_estimate(
+    settings: Settings,
+    *,
+    as_json: bool,
+    out: Path | None,
+    fetch: bool = True,
+    catalog: Catalog | None = None,
+) -> int:
     """The CLI's estimate: print the table (or JSON) and return the exit code."""
     import click
 
-    est = estimate(settings, out=out, fetch=fetch)
+    est = estimate(settings, out=out, fetch=fetch, catalog=catalog)
+    for warning in est.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     if settings.api_key is not None and not settings.simulate:
         try:
             est.balance = asyncio.run(fetch_balance(settings))

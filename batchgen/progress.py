@@ -56,6 +56,7 @@ class Reporter:
         self._begun = False
         self._timer: asyncio.TimerHandle | None = None
         self._downloads_pending: Callable[[], int] | None = None
+        self.catalog: str | None = None  # which catalog the run prices with, for status lines
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -145,6 +146,8 @@ class Reporter:
                 f" downloads {c['downloaded']} done, {self._downloads_pending()} pending,"
                 f" {c['download_failed']} failed"
             )
+        if self.catalog:
+            line += f" catalog: {self.catalog}"
         return line
 
     def _write_status(self) -> None:

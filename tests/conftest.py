@@ -12,10 +12,13 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Clear BATCHGEN_*/RIVYA_* variables and run every test inside its own tmp_path."""
+    """Clear BATCHGEN_*/RIVYA_* variables, cache under tmp_path, run inside tmp_path."""
     for name in list(os.environ):
         if name.startswith(("BATCHGEN_", "RIVYA_")):
             monkeypatch.delenv(name, raising=False)
+    # The live catalog's cache: never the user's ~/.cache, whichever way a test resolves it.
+    monkeypatch.setenv("BATCHGEN_CACHE_DIR", str(tmp_path / "cache" / "batchgen"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
 
 

@@ -1,0 +1,1 @@
+"""What lasts: the journal, the lock, the output table, caches."""
