@@ -106,6 +106,7 @@ def cli_env(srv: Any | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BATCHGEN_", "RIVYA_"))}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["BATCHGEN_CACHE_DIR"] = os.environ["BATCHGEN_CACHE_DIR"]
+    env["RIVYA_BASE_URL"] = os.environ["RIVYA_BASE_URL"]  # loopback, refused (conftest)
     if srv is not None:
         env["RIVYA_API_KEY"] = srv.api_key
         env["RIVYA_BASE_URL"] = srv.base_url
