@@ -302,6 +302,12 @@ class CatalogOrigin:
             return f"catalog file {self.location} (pinned by --catalog)"
         return "shipped catalog (the copy in this batchgen)"
 
+    def short(self, now: float) -> str:
+        """A few words for status lines: ``cached catalog, fetched 2.1 h ago``."""
+        age = self.age(now)
+        name = {LIVE: "live", CACHE: "cached", FILE: "pinned"}.get(self.source, "shipped")
+        return f"{name} catalog" + (f", fetched {_ago(age)}" if age is not None else "")
+
     def as_dict(self, now: float) -> dict[str, Any]:
         """JSON form: source, location, fetched_at (ISO), age_seconds, description."""
         from datetime import UTC, datetime

@@ -253,7 +253,7 @@ async def run_job(
                 f"{change.server_credits}"
             )
         catalog = apply_observed(catalog, earlier)
-        reporter.catalog = catalog.origin.describe(time.time())
+        reporter.catalog = catalog.origin.short(time.time())
         run_id = journal.start_run(os.getpid(), "run")
         scan = scan_manifest(settings, catalog, journal, run_id)
         for message in scan.invalid_messages:
