@@ -291,3 +291,43 @@ def test_the_simulator_serves_and_enforces_a_catalog_file(tmp_path: Path) -> Non
     assert gone.returncode == 2 and "unknown model 'qwen-image'" in gone.stderr
     bad = cli("sim", "--catalog", str(tmp_path / "missing.json"))
     assert bad.returncode == 2 and "--catalog" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize(("ratio", "status"), [("16:9", "succeeded"), ("21:9", "failed")])
+def test_params_the_docs_do_not_state_are_sent_and_the_service_decides(
+    tmp_path: Path, ratio: str, status: str
+) -> None:
+    # The service knows nano-banana's params; the shipped copy does not, and pins the client.
+    strict = Catalog.default().to_api()
+    for entry in strict["data"]:
+        entry.pop("params_unknown", None)
+        if entry["id"] == "nano-banana":
+            entry["params"] = [{"key": "aspectRatio", "type": "select", "options": ["1:1", "16:9"]}]
+    shipped = Path(__file__).resolve().parent.parent / "batchgen" / "data" / "models.json"
+    pd.DataFrame([{"id": "a", "prompt": "a lamp"}]).to_csv(tmp_path / "m.csv", index=False)
+    job = write_job(
+        tmp_path,
+        {
+            "manifest": {"path": "m.csv"},
+            "generation": {
+                "model": "nano-banana",
+                "params_by_model": {"nano-banana": {"aspectRatio": ratio}},
+            },
+            "api": {"catalog": str(shipped)},
+            "run": {"poll_first": [0.05, 0.1], "poll_interval": [0.05, 0.2]},
+        },
+    )
+    with SimThread(SimConfig(**FAST), catalog=Catalog.from_api(strict)) as srv:
+        code, est, _ = estimate_json(job, srv)
+        assert est["decisions"] == {"would_submit": 1}  # not refused offline
+        code, summary, stderr = run_json(job, srv)
+        ledger = srv.snapshot()
+    assert summary["by_status"] == {status: 1}, stderr
+    out = read_output(tmp_path / "out" / "job" / "results.csv")
+    if status == "failed":
+        assert (
+            out["error_code"][0] == "validation_failed" and "aspectRatio" in out["error_message"][0]
+        )
+        assert ledger["tasks_created"] == 0
+    else:
+        assert ledger["tasks_created"] == 1
