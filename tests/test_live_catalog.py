@@ -319,10 +319,11 @@ def test_params_the_docs_do_not_state_are_sent_and_the_service_decides(
     )
     with SimThread(SimConfig(**FAST), catalog=Catalog.from_api(strict)) as srv:
         code, est, _ = estimate_json(job, srv)
-        assert est["decisions"] == {"would_submit": 1}  # not refused offline
+        assert code == 0 and est["decisions"] == {"would_submit": 1}  # not refused offline
         code, summary, stderr = run_json(job, srv)
         ledger = srv.snapshot()
     assert summary["by_status"] == {status: 1}, stderr
+    assert code == (0 if status == "succeeded" else 1)
     out = read_output(tmp_path / "out" / "job" / "results.csv")
     if status == "failed":
         assert (
