@@ -74,7 +74,7 @@ def _param_line(spec: ParamSpec) -> str:
     if spec.required:
         parts.append("required")
     if not spec.known:
-        parts.append("not in the public docs: sent unchecked")
+        parts.append("unchecked: the public docs do not state it in full")
     return "; ".join(parts)
 
 
