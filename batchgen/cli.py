@@ -17,13 +17,13 @@ from typing import Any, ClassVar
 
 import click
 
-from batchgen.catalog import Catalog
-from batchgen.config import Settings, resolve_settings
-from batchgen.errors import BatchgenError, UsageError
-from batchgen.lock import LockHeld
-from batchgen.pipeline.runner import EXIT_LOCKED, EXIT_USAGE
-from batchgen.progress import Reporter
-from batchgen.settings_doc import DEFAULTS, DOC_BY_FIELD, SETTINGS_DOC
+from batchgen.errors import EXIT_LOCKED, EXIT_USAGE, BatchgenError, UsageError
+from batchgen.job.catalog import Catalog
+from batchgen.job.settings import Settings, resolve_settings
+from batchgen.job.settings_table import DEFAULTS, DOC_BY_FIELD, SETTINGS_DOC
+from batchgen.pipeline.progress import Reporter
+from batchgen.store.lock import LockHeld
+from batchgen.views.report_page import DEFAULT_THUMB
 
 # Run flags come from the settings table, so the table, --help and README cannot drift apart:
 # every flag's help ends with the table's default (tests/test_docs.py compares them, value by
@@ -115,10 +115,13 @@ def resolve_with_catalog(
 ) -> tuple[Settings, Catalog]:
     """Settings checked against the catalog the job's settings name (pinned file, fresh cache,
     the service's ``GET /models``, then the fallbacks): one request at most."""
+    from batchgen.job.manifest import Manifest
     from batchgen.pipeline.catalog_fetch import CatalogSource, load_catalog_sync
 
     first = resolve(job, dict(flags))
     try:
+        # A missing manifest or column is told before any request, the catalog's included.
+        Manifest.open(first, Catalog.default())
         catalog = load_catalog_sync(CatalogSource.of(first), warn=warn or make_reporter(first).warn)
     except UsageError as exc:
         _fail(str(exc))
@@ -204,7 +207,7 @@ def run(job: str | None, as_json: bool, download_alias: str | None, **flags: Any
         flags["download_dir"] = download_alias
     settings, catalog = resolve_with_catalog(job, flags)
     if settings.dry_run:
-        from batchgen.estimate import run_estimate
+        from batchgen.views.estimate import run_estimate
 
         sys.exit(run_estimate(settings, as_json=as_json, out=None, catalog=catalog))
     from batchgen.pipeline.runner import run_job
@@ -266,7 +269,7 @@ def estimate(
     Example:
       batchgen estimate jobs/sample.toml --max-credits 100
     """
-    from batchgen.estimate import run_estimate
+    from batchgen.views.estimate import run_estimate
 
     settings, catalog = resolve_with_catalog(job, flags)
     try:
@@ -305,7 +308,7 @@ def status(job: str | None, as_json: bool, **flags: Any) -> None:
     Example:
       batchgen status jobs/sample.toml --json
     """
-    from batchgen.ops import format_status, job_status
+    from batchgen.views.status import format_status, job_status
 
     settings = resolve(job, flags)
     try:
@@ -333,7 +336,7 @@ def export(job: str | None, out: Path, **flags: Any) -> None:
     Example:
       batchgen export jobs/sample.toml --out results.parquet
     """
-    from batchgen.ops import export as do_export
+    from batchgen.views.status import export as do_export
 
     settings = resolve(job, flags)
     try:
@@ -358,7 +361,7 @@ def export(job: str | None, out: Path, **flags: Any) -> None:
     "--thumb-size",
     "thumb_size",
     type=click.IntRange(32, 512),
-    default=128,
+    default=DEFAULT_THUMB,
     show_default=True,
     help="Thumbnail size, pixels.",
 )
@@ -372,7 +375,7 @@ def report(job: str | None, out: Path, thumb_size: int, no_fetch: bool, **flags:
     Example:
       batchgen report jobs/sample.toml --out report.html
     """
-    from batchgen.report import write_report
+    from batchgen.views.report import write_report
 
     settings = resolve(job, flags)
     try:
@@ -442,7 +445,7 @@ def models(
       batchgen models
       batchgen models qwen2-image --json
     """
-    from batchgen.config import default_cache_dir
+    from batchgen.job.settings import default_cache_dir
     from batchgen.pipeline.catalog_fetch import CatalogSource, load_catalog_sync
     from batchgen.views.models import models_json, render_model, render_table
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from jobkit import cli, cli_env, product_rows, read_output, simple_job, write_job
 
-from batchgen.catalog import Catalog
+from batchgen.job.catalog import Catalog
 from batchgen.sim import SimConfig
 from batchgen.sim.server import SimThread
 

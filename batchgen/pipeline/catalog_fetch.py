@@ -4,7 +4,7 @@ In order: a file pinned with ``--catalog``; the cached live catalog while it is 
 (``--catalog-max-age`` hours); ``GET /api/v1/models`` (no key, one request, a short timeout,
 conditional on the cache's validators); and when that fails (offline, an error status, a
 malformed answer) the last cache, however old, then the copy shipped with batchgen. Whatever is
-used is said by the catalog's :class:`~batchgen.catalog.CatalogOrigin`; a fallback also gives
+used is said by the catalog's :class:`~batchgen.job.catalog.CatalogOrigin`; a fallback also gives
 one warning line naming why.
 """
 
@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchgen.catalog import CACHE, LIVE, Catalog, CatalogError, CatalogOrigin
 from batchgen.errors import BatchgenError, UsageError
+from batchgen.job.catalog import CACHE, LIVE, Catalog, CatalogError, CatalogOrigin
 from batchgen.store.catalog_cache import CachedCatalog, CatalogCache
 
 if TYPE_CHECKING:
-    from batchgen.config import Settings
+    from batchgen.job.settings import Settings
 
 FETCH_TIMEOUT = 5.0
 """Seconds the one GET /models may take (connect included) before the fallback is used."""
@@ -129,8 +129,8 @@ async def _fetch(
     clock: Callable[[], float],
 ) -> Catalog | str:
     """The live catalog (saved to the cache), or why it could not be had."""
-    from batchgen.client import RivyaClient
-    from batchgen.retry import RetryPolicy
+    from batchgen.rivya.client import RivyaClient
+    from batchgen.rivya.retry import RetryPolicy
 
     url = source.base_url.rstrip("/") + "/api/v1/models"
     try:

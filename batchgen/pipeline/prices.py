@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from batchgen import journal as J
-from batchgen.catalog import Catalog
+from batchgen.job.catalog import Catalog
+from batchgen.store import journal as J
 
 META_KEY = "observed_prices"
 

@@ -211,7 +211,7 @@ def sim_command(
     )
     catalog = None
     if catalog_file is not None:
-        from batchgen.catalog import Catalog, CatalogError
+        from batchgen.job.catalog import Catalog, CatalogError
 
         try:
             catalog = Catalog.from_file(Path(catalog_file))

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from batchgen.store.files import write_atomic
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,6 @@ class CatalogCache:
     def save(self, entry: CachedCatalog) -> Path:
         """Write ``entry`` atomically (a reader never sees half a file); returns its path."""
         path = self.path(entry.base_url)
-        path.parent.mkdir(parents=True, exist_ok=True)
         record = {
             "base_url": entry.base_url,
             "fetched_at": entry.fetched_at,
@@ -70,12 +69,5 @@ class CatalogCache:
             "last_modified": entry.last_modified,
             "payload": entry.payload,
         }
-        fd, tmp = tempfile.mkstemp(prefix=".models-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(record, fh)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, json.dumps(record).encode("utf-8"))
         return path

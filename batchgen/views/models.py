@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from batchgen.catalog import Catalog, ModelSpec, ParamSpec
+from batchgen.job.catalog import Catalog, ModelSpec, ParamSpec
 
 
 def param_dict(spec: ParamSpec) -> dict[str, Any]:
