@@ -94,7 +94,7 @@ async def load_catalog(
         cached is not None
         and cached_catalog is not None
         and not refresh
-        and now - cached.fetched_at < source.max_age_hours * 3600
+        and 0 <= now - cached.fetched_at < source.max_age_hours * 3600  # (a future time: stale)
     ):
         return cached_catalog
     problem = await _fetch(source, cache, cached if cached_catalog is not None else None, clock)
