@@ -260,9 +260,10 @@ def estimate(
 ) -> None:
     """Price a job exactly and find every invalid row, spending nothing.
 
-    Sends no POST: no upload, no task. GETs URL references (capped at the model's size limit,
-    cached next to the journal) and checks them as a run will, unless --no-fetch; with an API
-    key it also reads the balance. Nothing else leaves the machine.
+    Sends no POST: no upload, no task. GETs the model catalog (public, no key; not while the
+    cached one is fresh) and URL references (capped at the model's size limit, cached next to
+    the journal), checking them as a run will, unless --no-fetch; with an API key it also reads
+    the balance. Nothing else leaves the machine.
     Exit 0 affordable and valid, 1 some rows invalid, 3 not affordable, 2 bad usage.
 
     \b

@@ -1,8 +1,9 @@
 """``batchgen estimate`` (= ``run --dry-run``): exact cost before spending anything.
 
 It plans the manifest through the very code ``run`` uses (pipeline.plan via scan_manifest), reads
-the journal without writing it, and sends no POST of any kind: with an API key it only reads the
-balance (``GET /credits``); without one it works offline, but for URL references: it GETs them
+the journal without writing it, and sends no POST of any kind: it reads the public model catalog
+(``GET /models``, unless its cache is fresh; pipeline.catalog_fetch), with an API key the
+balance (``GET /credits``); and for URL references, it GETs them
 (pipeline.remote) and judges them as ``run`` will, unless told not to (``--no-fetch``: then the
 total is said to be unverified).
 
