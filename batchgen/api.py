@@ -29,12 +29,13 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from batchgen.job.catalog import Catalog
     from batchgen.job.settings import Settings
 
 T = TypeVar("T")
 
 # Settings every keyword may name; ``dry_run`` is estimate(), and a table is not a keyword.
-_NOT_KEYWORDS = frozenset({"dry_run", "manifest_table", "manifest"})
+_NOT_KEYWORDS = frozenset({"manifest_table", "manifest"})
 
 
 @dataclass(frozen=True)
@@ -106,9 +107,12 @@ def resolve(
     env: Mapping[str, str] | None = None,
     keywords: Mapping[str, Any],
     function: str = "run",
+    catalog: Catalog | None = None,
+    check_models: bool = False,
 ) -> Settings:
     """Settings from a job file, a manifest (path, URL, DataFrame or Arrow table), keywords and
-    the environment (``os.environ`` unless ``env`` is given)."""
+    the environment (``os.environ`` unless ``env`` is given). Model ids and param keys are
+    checked against ``catalog`` only with ``check_models`` (see :func:`resolve_with_catalog`)."""
     from batchgen.job.settings import resolve_settings
 
     valid = _valid_keywords()
@@ -150,7 +154,34 @@ def resolve(
         flags,
         os.environ if env is None else env,
         keywords=True,
+        catalog=catalog,
+        check_models=check_models,
     )
+
+
+def resolve_with_catalog(
+    job: str | os.PathLike[str] | None,
+    *,
+    manifest: Any = None,
+    env: Mapping[str, str] | None = None,
+    keywords: Mapping[str, Any],
+    function: str = "run",
+) -> tuple[Settings, Catalog]:
+    """Settings checked against the catalog the CLI would use (pinned file, fresh cache, the
+    service's ``GET /models``, then the fallbacks, each said as a ``warning`` event), after the
+    manifest's columns are checked. Runs an event loop: call it from a thread without one."""
+    from batchgen.job.catalog import Catalog
+    from batchgen.job.manifest import Manifest
+    from batchgen.pipeline.catalog_fetch import CatalogSource, load_catalog_sync
+    from batchgen.pipeline.progress import log_event
+
+    given = {"manifest": manifest, "env": env, "keywords": keywords, "function": function}
+    first = resolve(job, **given)
+    Manifest.open(first, Catalog.default())  # a missing file or column: before any request
+    catalog = load_catalog_sync(
+        CatalogSource.of(first), warn=lambda m: log_event("warning", {"message": m})
+    )
+    return resolve(job, **given, catalog=catalog, check_models=True), catalog
 
 
 def _in_own_loop(func: Callable[[], T]) -> T:
@@ -164,7 +195,7 @@ def _in_own_loop(func: Callable[[], T]) -> T:
         return pool.submit(func).result()
 
 
-def _run_settings(settings: Settings) -> Result:
+def _run_settings(settings: Settings, catalog: Catalog) -> Result:
     from batchgen.errors import EXIT_LOCKED
     from batchgen.pipeline.progress import Reporter
     from batchgen.pipeline.runner import run_job
@@ -178,7 +209,7 @@ def _run_settings(settings: Settings) -> Result:
         status_interval=settings.status_interval,
     )
     try:
-        outcome = asyncio.run(run_job(settings, reporter))
+        outcome = asyncio.run(run_job(settings, reporter, catalog=catalog))
     except LockHeld as exc:
         summary = {"outcome": "locked", "message": str(exc), "exit_code": EXIT_LOCKED}
         run_id, code = None, EXIT_LOCKED
@@ -215,14 +246,20 @@ def run(
         result = batchgen.run(manifest=df, job_id="spring", model="qwen-image", simulate=True)
         result.to_pandas()
     """
-    resolved = resolve(job, manifest=manifest, env=env, keywords=settings, function="run")
-    if resolved.dry_run:
+    if settings.get("dry_run"):
         raise UsageError(
             "dry_run is not a keyword of run()",
             "batchgen.run(dry_run=...)",
-            "call batchgen.estimate",
+            "call estimate() instead",
         )
-    return _in_own_loop(lambda: _run_settings(resolved))
+
+    def go() -> Result:
+        resolved, catalog = resolve_with_catalog(
+            job, manifest=manifest, env=env, keywords=settings, function="run"
+        )
+        return _run_settings(resolved, catalog)
+
+    return _in_own_loop(go)
 
 
 async def arun(
@@ -258,11 +295,15 @@ def estimate(
 
     from batchgen.views.estimate import price
 
-    resolved = resolve(job, manifest=manifest, env=env, keywords=settings, function="estimate")
-    est, code = _in_own_loop(
-        lambda: price(resolved, out=Path(out) if out is not None else None, fetch=fetch)
-    )
-    return EstimateResult(summary=asdict(est), exit_code=code)
+    def go() -> EstimateResult:
+        resolved, catalog = resolve_with_catalog(
+            job, manifest=manifest, env=env, keywords=settings, function="estimate"
+        )
+        path = Path(out) if out is not None else None
+        est, code = price(resolved, out=path, fetch=fetch, catalog=catalog)
+        return EstimateResult(summary=asdict(est), exit_code=code)
+
+    return _in_own_loop(go)
 
 
 def status(

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from batchgen.cli import main
 from batchgen.errors import UsageError
-from batchgen.job.settings import NO_KEY_SOURCE, resolve_settings
+from batchgen.job.settings import NO_KEY_SOURCE, default_cache_dir, resolve_settings
 from batchgen.job.settings_table import SETTINGS_DOC, SettingDoc
 from batchgen.sim.state import SimConfig
 
@@ -135,6 +135,7 @@ def expected_value(doc: SettingDoc, job: Path) -> object:
         "column named like the key": {},
         "out/<job id>/results.csv": out / "results.csv",
         "<output dir>/<job id>.journal.sqlite": out / f"{job.stem}.journal.sqlite",
+        "user cache folder": default_cache_dir(),
     }
     return computed.get(text, text)
 
@@ -193,3 +194,11 @@ def test_every_sim_flag_defaults_to_the_simulator_config() -> None:
         checked += 1
     assert checked >= 20
     assert "[default: 2.0]" in entries["--latency"] and config.latency == 2.0
+
+
+def test_readme_names_the_python_api_by_its_public_names() -> None:
+    """``batchgen`` + ``.estimate(`` is the API function; a path rewrite that took it for the old
+    module (now views.estimate) would send readers to the wrong place."""
+    public = "batchgen." + "estimate("
+    assert public in README
+    assert "batchgen.views." + "estimate(" not in README

@@ -31,8 +31,17 @@ from batchgen.job.catalog import Catalog
 from batchgen.job.manifest import Manifest
 from batchgen.job.settings import Settings
 from batchgen.pipeline import plan as P
+from batchgen.pipeline.catalog_fetch import CatalogSource, load_catalog
 from batchgen.pipeline.engine import STOP_AUTH, STOP_CREDITS, STOP_SIGNAL, CreditGovernor, Engine
 from batchgen.pipeline.polling import PollScheduler
+from batchgen.pipeline.prices import (
+    PriceBook,
+    PriceChange,
+    apply_observed,
+    describe_change,
+    observed_prices,
+    remember,
+)
 from batchgen.pipeline.progress import Reporter
 from batchgen.pipeline.scan import ScanResult, scan_manifest
 from batchgen.pipeline.upload import Uploader
@@ -90,8 +99,11 @@ async def run_job(
 
     The one entry point of the CLI and the Python API. ``handle_signals`` (the CLI, in the main
     thread) turns SIGINT/SIGTERM into a clean stop; the library never touches signals.
+    Without ``catalog``, the catalog comes from the service, its cache or the shipped copy
+    (pipeline.catalog_fetch); prices the service charged in earlier runs replace the catalog's.
     """
-    catalog = catalog or Catalog.default()
+    if catalog is None:
+        catalog = await load_catalog(CatalogSource.of(settings), warn=reporter.warn)
     manifest = Manifest.open(settings, catalog)  # bad manifest or columns: exit 2 first
     if settings.api_key is None and not settings.simulate:
         raise UsageError(
@@ -108,6 +120,14 @@ async def run_job(
                 " resuming its journal",
             )
         journal.set_meta("job_id", settings.job_id)
+        earlier = observed_prices(journal, catalog)
+        for change in earlier:
+            reporter.warn(
+                describe_change(change) + f", seen on {change.as_dict()['seen_at']}: priced at "
+                f"{change.server_credits}"
+            )
+        catalog = apply_observed(catalog, earlier)
+        reporter.catalog = catalog.origin.short(time.time())
         run_id = journal.start_run(os.getpid(), "run")
         scan = scan_manifest(settings, catalog, journal, run_id, manifest=manifest)
         for message in scan.invalid_messages:
@@ -152,6 +172,10 @@ async def run_job(
                 )
                 result.exit_code = max(result.exit_code, EXIT_STOPPED)
         summary = summarize(journal, run_id, scan, reporter, started, result.totals)
+        summary["catalog"] = catalog.origin.as_dict(time.time())
+        changes = result.summary.get("price_changes")
+        if changes or earlier:
+            summary["price_changes"] = changes or [c.as_dict() for c in earlier]
         http = result.summary.get("http")
         if http:
             summary["http"] = http
@@ -187,10 +211,13 @@ async def _work(
     handle_signals: bool = False,
 ) -> RunResult:
     async with make_client(settings, base_url, api_key) as client:
+        changes: list[PriceChange] = []
         result = await _drive(
-            settings, reporter, catalog, journal, run_id, scan, client, handle_signals
+            settings, reporter, catalog, journal, run_id, scan, client, changes, handle_signals
         )
         result.summary["http"] = client.stats.snapshot()
+        if changes:
+            result.summary["price_changes"] = [c.as_dict() for c in changes]
         return result
 
 
@@ -202,6 +229,7 @@ async def _drive(
     run_id: int,
     scan: ScanResult,
     client: RivyaClient,
+    changes: list[PriceChange],
     handle_signals: bool = False,
 ) -> RunResult:
     to_submit = scan.actions[P.SUBMIT]
@@ -262,6 +290,17 @@ async def _drive(
             emit=reporter.emit,
         )
         reporter.watch_downloads(lambda: downloader.pending if downloader is not None else 0)
+
+    def on_change(change: PriceChange) -> None:
+        changes.append(change)
+        remember(journal, change)
+        reporter.warn(
+            describe_change(change) + f": the rest of the run uses {change.server_credits}"
+        )
+
+    prices = PriceBook(
+        catalog, strict=settings.max_credits is not None, on_change=on_change, clock=time.time
+    )
     engine = Engine(
         job_id=settings.job_id,
         run_id=run_id,
@@ -275,6 +314,7 @@ async def _drive(
         task_timeout=settings.task_timeout,
         emit=reporter.emit,
         on_success=downloader.enqueue if downloader is not None else None,
+        prices=prices,
     )
     reporter.begin(to_submit, to_resume, uploads=scan.references)
     got_signal: list[int] = []

@@ -7,6 +7,7 @@ import contextlib
 import json
 import signal
 import sys
+from pathlib import Path
 
 import click
 
@@ -157,6 +158,14 @@ _D = SimConfig()
     is_flag=True,
     help="Print base_url, api_key and account as one JSON object on stdout.",
 )
+@click.option(
+    "--catalog",
+    "catalog_file",
+    default=None,
+    metavar="FILE",
+    help="Serve and enforce this model catalog (a GET /api/v1/models answer) instead of the "
+    "shipped one.",
+)
 def sim_command(
     host: str,
     port: int,
@@ -183,6 +192,7 @@ def sim_command(
     seed: int | None,
     access_log: bool,
     as_json: bool,
+    catalog_file: str | None,
 ) -> None:
     """Run a local Rivya API v1 simulator.
 
@@ -216,7 +226,19 @@ def sim_command(
         api_key=api_key,
         seed=seed,
     )
-    server = SimServer(config, host=host, port=port, access_log=access_log)
+    catalog = None
+    if catalog_file is not None:
+        from batchgen.job.catalog import Catalog, CatalogError
+
+        try:
+            catalog = Catalog.from_file(Path(catalog_file))
+        except (OSError, CatalogError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise click.BadParameter(
+                f"{catalog_file}: {reason}; give a GET /api/v1/models answer saved as JSON",
+                param_hint="--catalog",
+            ) from None
+    server = SimServer(config, host=host, port=port, access_log=access_log, catalog=catalog)
     if access_log:
         import logging
 
