@@ -134,3 +134,13 @@ def test_sim_json_prints_its_address_and_key() -> None:
         proc.wait(timeout=30)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_errors_in_a_piped_manifest_name_standard_input() -> None:
+    code, _, err = batchgen_bytes(
+        "estimate", "--manifest", "-", "--manifest-format", "csv", "--job-id", "j",
+        "--model", "qwen-image", stdin=b"id,prompt\na,caf\xe9 mug\n",
+    )  # fmt: skip
+    assert code == 2
+    assert "(standard input, line 2, byte offset 15)" in err and "--encoding cp1252" in err
+    assert "spool" not in err and "Traceback" not in err

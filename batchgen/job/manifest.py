@@ -18,6 +18,7 @@ them may have shifted. The text encoding and delimiter come from ``manifest.enco
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import datetime as dt
 import difflib
@@ -200,15 +201,22 @@ class Manifest:
     @classmethod
     def open(cls, settings: Settings, catalog: Catalog) -> Manifest:
         """Check the file (exists, readable, format, columns, template) and return a Manifest."""
-        path = settings.manifest
-        fmt = settings.manifest_format
-        where = f"{settings.manifest_shown}; {settings.where('manifest')}"
         if settings.manifest_source == "table":
             return cls._open_table(settings, catalog)
+        if settings.manifest_source is None:
+            return cls._open_file(settings, catalog, settings.manifest)
+        where = f"{settings.manifest_shown}; {settings.where('manifest')}"
         if settings.manifest_source == "-":
             path = storage.stdin_copy()
-        elif settings.manifest_source is not None:
+        else:
             path = storage.spool(settings.manifest_source, where)
+        with _named_as(path, settings.manifest_shown):
+            return cls._open_file(settings, catalog, path)
+
+    @classmethod
+    def _open_file(cls, settings: Settings, catalog: Catalog, path: Path) -> Manifest:
+        fmt = settings.manifest_format
+        where = f"{settings.manifest_shown}; {settings.where('manifest')}"
         if not path.exists():
             raise UsageError(
                 "manifest file not found",
@@ -288,7 +296,10 @@ class Manifest:
         batch: list[RawRow] = []
         last_names: Sequence[str] | None = None
         at = ref_at = -1
-        for index, (names, values, problems) in enumerate(self._iter_cells()):
+        cells = self._iter_cells()
+        if self.settings.manifest_source not in (None, "table"):
+            cells = _renamed(cells, self.path, self.settings.manifest_shown)
+        for index, (names, values, problems) in enumerate(cells):
             if names is not last_names:  # CSV and Parquet rows share one list of names
                 last_names = names
                 # The last column of a name, as a dict of the row would keep.
@@ -639,6 +650,27 @@ def _iter_table(
         names = record_batch.schema.names
         for row in zip(*values, strict=True):
             yield names, row, None
+
+
+@contextlib.contextmanager
+def _named_as(path: Path, shown: str) -> Iterator[None]:
+    """Errors about the local copy ``path`` of a manifest name the manifest as the user gave it
+    (a URL, standard input) instead."""
+    try:
+        yield
+    except UsageError as exc:
+
+        def named(text: str | None) -> str | None:
+            return None if text is None else text.replace(str(path), shown)
+
+        raise UsageError(
+            exc.what.replace(str(path), shown), named(exc.where), named(exc.fix)
+        ) from None
+
+
+def _renamed(cells: Iterator[Any], path: Path, shown: str) -> Iterator[Any]:
+    with _named_as(path, shown):
+        yield from cells
 
 
 def _check_model_given(settings: Settings) -> None:
