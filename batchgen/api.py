@@ -207,6 +207,7 @@ def _run_settings(settings: Settings, catalog: Catalog) -> Result:
         mode=settings.progress if settings.progress == "bar" else "lines",
         quiet=settings.quiet,
         status_interval=settings.status_interval,
+        job_id=settings.job_id,
     )
     try:
         outcome = asyncio.run(run_job(settings, reporter, catalog=catalog))

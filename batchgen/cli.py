@@ -142,6 +142,7 @@ def make_reporter(settings: Settings) -> Reporter:
         log_format=settings.log_format,
         quiet=settings.quiet,
         status_interval=settings.status_interval,
+        job_id=settings.job_id,
     )
 
 

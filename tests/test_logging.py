@@ -74,6 +74,7 @@ def test_a_handler_on_batchgen_receives_every_run_event(
     assert result.summary["by_status"] == {"invalid": 1, "succeeded": 3}
     events = Counter(getattr(r, "event", None) for r in collected.records)
     assert None not in events  # every record is a run event, named
+    assert {r.job_id for r in collected.records} == {"logged"}  # type: ignore[attr-defined]
     assert events["invalid"] == 1
     assert events["run_start"] == 1
     assert events["uploaded"] == 2  # two distinct photos
@@ -116,6 +117,7 @@ def test_json_formatter_on_the_logger_writes_one_object_per_event(
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert len(lines) == len(collected.records)
     assert all(line["ts"].endswith("Z") and line["event"] for line in lines)
+    assert {line["job_id"] for line in lines} == {"json"}
     succeeded = [line for line in lines if line["event"] == "succeeded"]
     assert sorted(line["key"] for line in succeeded) == ["x", "y"]
     assert {line["task_id"] for line in succeeded} == set(result.table["task_id"].to_pylist())

@@ -45,6 +45,7 @@ _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) 
     "asctime",
     "event",
     "fields",
+    "job_id",
 }
 
 
@@ -55,15 +56,16 @@ def level_of(event: str) -> int:
     )
 
 
-def log_event(event: str, fields: dict[str, Any]) -> None:
-    """Send one event to the ``batchgen`` logger (cheaply skipped when nobody listens)."""
+def log_event(event: str, fields: dict[str, Any], job_id: str | None = None) -> None:
+    """Send one event to the ``batchgen`` logger (cheaply skipped when nobody listens).
+    ``job_id`` (as ``record.job_id``) tells apart the events of jobs run side by side."""
     level = level_of(event)
     if not LOGGER.isEnabledFor(level):
         return
     fields = {k: v for k, v in fields.items() if v is not None}
     text = fields.get("message") or " ".join(f"{k}={v}" for k, v in fields.items())
     extra = {k: v for k, v in fields.items() if k not in _RESERVED}
-    extra.update(event=event, fields=fields)
+    extra.update(event=event, fields=fields, job_id=job_id)
     LOGGER.log(level, "%s: %s", event, text, extra=extra)
 
 
@@ -81,7 +83,9 @@ class Reporter:
         status_interval: float = 30.0,
         stream: IO[str] | None = None,
         clock: Any = time.monotonic,
+        job_id: str | None = None,
     ) -> None:
+        self.job_id = job_id  # on every event's log record
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.json = log_format == "json"
@@ -154,7 +158,7 @@ class Reporter:
             self.errors[code] += 1
         if event == "succeeded":
             self.credits += int(fields.get("credits") or 0)
-        log_event(event, fields)
+        log_event(event, fields, self.job_id)
         self._update_bars(event)
         if self.mode == "lines" and self._begun:  # before begin() there is nothing to count
             now = self.clock()
@@ -183,7 +187,7 @@ class Reporter:
         return line
 
     def _write_status(self) -> None:
-        log_event("status", {"message": self.status_line()})
+        log_event("status", {"message": self.status_line()}, self.job_id)
 
     def _update_bars(self, event: str) -> None:
         if not self._bars:
@@ -234,6 +238,8 @@ class JsonFormatter(logging.Formatter):
             out.update(event="log", level=record.levelname, message=record.getMessage())
         else:
             out["event"] = event
+            if getattr(record, "job_id", None):
+                out["job_id"] = record.job_id  # type: ignore[attr-defined]
             out.update(getattr(record, "fields", {}))
         return json.dumps(out, ensure_ascii=False, default=str)
 
