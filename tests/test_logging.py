@@ -121,3 +121,33 @@ def test_json_formatter_on_the_logger_writes_one_object_per_event(
     succeeded = [line for line in lines if line["event"] == "succeeded"]
     assert sorted(line["key"] for line in succeeded) == ["x", "y"]
     assert {line["task_id"] for line in succeeded} == set(result.table["task_id"].to_pylist())
+
+
+def test_two_jobs_side_by_side_in_threads_keep_their_events_apart(
+    tmp_path: Path, collected: Collect
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def job(name: str, n: int) -> batchgen.Result:
+        rows = pd.DataFrame({"id": [f"{name}-{i}" for i in range(n)], "prompt": ["a cup"] * n})
+        return batchgen.run(
+            manifest=rows,
+            job_id=name,
+            model="qwen-image",
+            poll_first="0.05,0.1",
+            poll_interval="0.05,0.2",
+            env={"RIVYA_API_KEY": srv.api_key, "RIVYA_BASE_URL": srv.base_url},
+        )
+
+    with SimThread(SimConfig(**FAST)) as srv, ThreadPoolExecutor(2) as pool:
+        left, right = pool.submit(job, "left", 3), pool.submit(job, "right", 5)
+        assert left.result().summary["by_status"] == {"succeeded": 3}
+        assert right.result().summary["by_status"] == {"succeeded": 5}
+        assert srv.snapshot()["tasks_created"] == 8
+    for name, n in (("left", 3), ("right", 5)):
+        keys = {
+            r.key  # type: ignore[attr-defined]
+            for r in collected.records
+            if r.event == "succeeded" and r.job_id == name  # type: ignore[attr-defined]
+        }
+        assert keys == {f"{name}-{i}" for i in range(n)}
