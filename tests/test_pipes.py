@@ -144,3 +144,25 @@ def test_errors_in_a_piped_manifest_name_standard_input() -> None:
     assert code == 2
     assert "(standard input, line 2, byte offset 15)" in err and "--encoding cp1252" in err
     assert "spool" not in err and "Traceback" not in err
+
+
+def test_shell_completion_as_documented() -> None:
+    """The installed ``batchgen`` script completes commands and flags (click's completion, keyed
+    by the program's name, hence not through ``python -m``)."""
+    script = str(Path(sys.executable).with_name("batchgen"))
+    env = {**cli_env(), "_BATCHGEN_COMPLETE": "bash_complete"}
+    for words, cword, expected in (
+        ("batchgen ex", "1", "plain,export"),
+        ("batchgen sim --js", "2", "plain,--json"),
+    ):
+        env.update(COMP_WORDS=words, COMP_CWORD=cword)
+        done = subprocess.run([script], env=env, capture_output=True, text=True, timeout=60)
+        assert expected in done.stdout.splitlines(), done.stdout
+    source = subprocess.run(
+        [script],
+        env={**cli_env(), "_BATCHGEN_COMPLETE": "bash_source"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "_batchgen_completion()" in source.stdout
