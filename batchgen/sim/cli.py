@@ -80,6 +80,12 @@ _D = SimConfig()
     help="Tasks that fail.",
 )
 @click.option(
+    "--failure-code",
+    default=_D.failure_code,
+    show_default=True,
+    help="error.code of a failed task (e.g. insufficient_credits).",
+)
+@click.option(
     "--error-rate", default=_D.error_rate, show_default=True, type=float, help="500 answers."
 )
 @click.option(
@@ -138,6 +144,13 @@ _D = SimConfig()
     help="Seconds before a result image is served.",
 )
 @click.option(
+    "--upload-delay",
+    default=_D.upload_delay,
+    show_default=True,
+    type=float,
+    help="Seconds each file upload takes.",
+)
+@click.option(
     "--api-key", default=_D.api_key, help="Use this key (rvya_sk_...) instead of a new one."
 )
 @click.option("--seed", default=_D.seed, type=int, help="Seed of every random choice.")
@@ -153,6 +166,7 @@ def sim_command(
     latency_sigma: float,
     queue_time: float,
     failure_rate: float,
+    failure_code: str,
     error_rate: float,
     html_error_rate: float,
     drop_rate: float,
@@ -164,6 +178,7 @@ def sim_command(
     insufficient_status: int,
     image_long_side: int,
     media_delay: float,
+    upload_delay: float,
     api_key: str | None,
     seed: int | None,
     access_log: bool,
@@ -187,6 +202,7 @@ def sim_command(
         latency_sigma=latency_sigma,
         queue_time=queue_time,
         failure_rate=failure_rate,
+        failure_code=failure_code,
         error_rate=error_rate,
         html_error_rate=html_error_rate,
         drop_rate=drop_rate,
@@ -196,6 +212,7 @@ def sim_command(
         slow_seconds=slow_seconds,
         image_long_side=image_long_side,
         media_delay=media_delay,
+        upload_delay=upload_delay,
         api_key=api_key,
         seed=seed,
     )

@@ -68,7 +68,8 @@ class Handlers:
             url = f"{origin}/media/{task.id}/0.{EXTENSIONS.get(task.fmt, 'png')}"
             result = {"primary_url": url, "urls": [url]}
         elif status == "failed":
-            error = {"code": "generation_failed", "message": "The generation failed (simulated)."}
+            code = self.sim.config.failure_code or "generation_failed"
+            error = {"code": code, "message": f"The generation failed (simulated {code})."}
         return {
             "id": task.id,
             "object": "generation",
@@ -319,6 +320,8 @@ class Handlers:
         problems = self.catalog.validate_file(kind, info, fields.get("model") or None)
         if problems:
             return self._invalid(problems)
+        if sim.config.upload_delay > 0:  # a slow file store: the upload takes this long
+            await asyncio.sleep(sim.config.upload_delay)
         record = FileRecord(
             id=f"file_{sim.faults.token()}",
             account=request[ACCOUNT_KEY],

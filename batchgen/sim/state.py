@@ -74,7 +74,8 @@ class SimConfig:
     latency: float = 2.0  # median seconds of processing (log-normal)
     latency_sigma: float = 0.4  # sigma of the log-normal latency and queue time
     queue_time: float = 0.2  # median seconds queued before processing (0 = none)
-    failure_rate: float = 0.0  # tasks ending failed with generation_failed
+    failure_rate: float = 0.0  # tasks ending failed (with failure_code)
+    failure_code: str = "generation_failed"  # error.code of a failed task
     error_rate: float = 0.0  # requests answered 500 internal_error before any effect
     html_error_rate: float = 0.0  # requests answered 502 with an HTML body before any effect
     drop_rate: float = 0.0  # connections dropped before any effect
@@ -87,6 +88,7 @@ class SimConfig:
     idempotency_ttl: float = 86_400.0
     image_long_side: int = 256
     media_delay: float = 0.0  # seconds before a result image is served (a slow CDN)
+    upload_delay: float = 0.0  # seconds an upload takes before its file is stored
     seed: int | None = None
     api_key: str | None = None  # the default account's key; derived from seed when None
     accounts: tuple[AccountConfig, ...] = ()  # empty: one account DEFAULT_ACCOUNT with api_key
@@ -104,6 +106,7 @@ RUNTIME_KNOBS = frozenset(
         "latency_sigma",
         "queue_time",
         "failure_rate",
+        "failure_code",
         "error_rate",
         "html_error_rate",
         "drop_rate",
@@ -113,6 +116,7 @@ RUNTIME_KNOBS = frozenset(
         "slow_seconds",
         "create_delay",
         "media_delay",
+        "upload_delay",
         "api_disabled",
     }
 )
@@ -160,6 +164,10 @@ class Ledger:
         self.in_flight = 0
         self.max_in_flight = 0
         self.before_read: Callable[[], object] | None = None
+        # Every request in order: [start seq, route, end seq, status, error code]; one counter
+        # numbers starts and ends, so a test can tell what was sent after an answer came back.
+        self.log: list[list[Any]] = []
+        self._seq = 0
 
     def account(self, account_id: str) -> dict[str, int]:
         """The credit book of one account (balance, reserved, charged, refunded)."""
@@ -174,21 +182,40 @@ class Ledger:
                 }
             return book
 
-    def request_started(self, route: str) -> None:
-        """Count a request on ``"METHOD /route/{param}"`` and one more in flight."""
+    def request_started(self, route: str) -> int:
+        """Count a request on ``"METHOD /route/{param}"`` and one more in flight; returns its
+        index in :attr:`log` (pass it to :meth:`request_finished`)."""
         with self.lock:
             self.requests[route] += 1
             self.in_flight += 1
             if self.in_flight > self.max_in_flight:
                 self.max_in_flight = self.in_flight
+            self._seq += 1
+            self.log.append([self._seq, route, None, None, None])
+            return len(self.log) - 1
 
-    def request_finished(self, status: int | str, code: str | None = None) -> None:
+    def request_finished(
+        self, status: int | str, code: str | None = None, index: int | None = None
+    ) -> None:
         """Count a response by status (``"dropped"`` for a dropped connection) and error code."""
         with self.lock:
             self.in_flight -= 1
             self.responses[str(status)] += 1
             if code:
                 self.errors[code] += 1
+            if index is not None:
+                self._seq += 1
+                entry = self.log[index]
+                entry[2], entry[3], entry[4] = self._seq, status, code
+
+    def request_log(self) -> list[dict[str, Any]]:
+        """Every request so far in the order it arrived: ``start`` and ``end`` (one sequence
+        numbers both; ``end`` None while it runs), ``route``, ``status`` and error ``code``."""
+        with self.lock:
+            return [
+                {"start": e[0], "route": e[1], "end": e[2], "status": e[3], "code": e[4]}
+                for e in self.log
+            ]
 
     def fault(self, name: str) -> None:
         """Count an injected fault."""
