@@ -386,6 +386,16 @@ class Journal:
             for key, fields in changes:
                 self.update_row(key, **fields)
 
+    def block_unsent(self, scan_id: int, code: str, message: str) -> int:
+        """Mark the rows of a scan never sent (``pending``/``ready``) ``blocked`` with ``code``:
+        the run stopped early; the next run sends them. Returns how many."""
+        cur = self.db.execute(
+            "UPDATE rows SET state = ?, error_code = ?, error_message = ?, updated_at = ? "
+            "WHERE seen_run = ? AND state IN (?, ?)",
+            (BLOCKED, code, message, now_iso(), scan_id, PENDING, READY),
+        )
+        return cur.rowcount
+
     def add_extra_rows(self, rows: Iterable[dict[str, Any]]) -> None:
         with self.transaction():
             self.db.executemany(

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchgen import journal as J
 from batchgen.catalog import Catalog
-from batchgen.errors import BatchgenError
+from batchgen.errors import BatchgenError, NotSentError
 from batchgen.filetypes import kind_of_mime, sniff_mime
 from batchgen.pipeline.remote import fetched_violations, from_bytes, from_error, size_cap
 
@@ -67,11 +67,15 @@ class Uploader:
         self.on_upload = on_upload
         self.uploaded = 0
         self.reused = 0
+        # Asked before each fetch or upload starts: False once the run stopped submitting.
+        self.proceed: Callable[[], bool] = lambda: True
 
     async def items_for(self, row: Mapping[str, Any]) -> list[dict[str, Any]]:
         cell = row["reference"]
         if not cell:
             return []
+        if not self.proceed():
+            raise NotSentError("upload")
         data: bytes | None = None
         sha = row["reference_sha256"]
         if sha is None:
@@ -163,6 +167,8 @@ class Uploader:
                 field=self.column,
             )
         async with self.sem:
+            if not self.proceed():
+                raise NotSentError("upload")
             uploaded = await self.client.upload_file(
                 data,
                 filename=name,

@@ -307,9 +307,7 @@ class Simulator:
         if not isinstance(secret, str) or not secret.startswith("rvya_sk_"):
             return self.error(400, "validation_failed", "key: give the secret (rvya_sk_...)")
         if status not in KEY_STATUSES:
-            return self.error(
-                400, "validation_failed", f"status: one of {', '.join(KEY_STATUSES)}"
-            )
+            return self.error(400, "validation_failed", f"status: one of {', '.join(KEY_STATUSES)}")
         scopes = body.get("scopes")
         if scopes is not None and not (
             isinstance(scopes, list) and all(isinstance(x, str) for x in scopes)
