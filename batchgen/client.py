@@ -393,6 +393,11 @@ class RivyaClient:
         session = self._session or self._open()
         slot = budget.slot(priority) if budget is not None else _NO_SLOT
         async with slot:
+            if endpoint in GATED and self.gate is not None and not self.gate():
+                raise NotSentError(endpoint)
+            # Counted here, once the request really goes out: a request cancelled while it
+            # waited for its slot (SIGINT) was never seen by the service and is not counted.
+            self.stats.requests[endpoint] += 1
             try:
                 async with session.request(
                     method,
