@@ -21,7 +21,7 @@ from aiohttp import web
 
 from batchgen.catalog import Catalog
 from batchgen.sim.faults import Faults, RateDecision, RateLimiter
-from batchgen.sim.handlers import ACCOUNT_KEY, CODE_KEY, DROPPED_KEY, Handlers, drop
+from batchgen.sim.handlers import ACCOUNT_KEY, CODE_KEY, DROPPED_KEY, TRACE_KEY, Handlers, drop
 from batchgen.sim.openapi import openapi_document
 from batchgen.sim.state import (
     ALL_SCOPES,
@@ -215,7 +215,7 @@ class Simulator:
             code = resp.get(CODE_KEY)
             return resp
         finally:
-            self.ledger.request_finished(status, code, index)
+            self.ledger.request_finished(status, code, index, trace=request.get(TRACE_KEY))
 
     async def _dispatch(
         self, request: web.Request, handler: Handler, canonical: str

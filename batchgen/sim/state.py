@@ -164,7 +164,8 @@ class Ledger:
         self.in_flight = 0
         self.max_in_flight = 0
         self.before_read: Callable[[], object] | None = None
-        # Every request in order: [start seq, route, end seq, status, error code]; one counter
+        # Every request in order: [start seq, route, end seq, status, error code, the caller's
+        # client_request_id of a create or upload]; one counter
         # numbers starts and ends, so a test can tell what was sent after an answer came back.
         self.log: list[list[Any]] = []
         self._seq = 0
@@ -191,11 +192,16 @@ class Ledger:
             if self.in_flight > self.max_in_flight:
                 self.max_in_flight = self.in_flight
             self._seq += 1
-            self.log.append([self._seq, route, None, None, None])
+            self.log.append([self._seq, route, None, None, None, None])
             return len(self.log) - 1
 
     def request_finished(
-        self, status: int | str, code: str | None = None, index: int | None = None
+        self,
+        status: int | str,
+        code: str | None = None,
+        index: int | None = None,
+        *,
+        trace: str | None = None,
     ) -> None:
         """Count a response by status (``"dropped"`` for a dropped connection) and error code."""
         with self.lock:
@@ -206,14 +212,16 @@ class Ledger:
             if index is not None:
                 self._seq += 1
                 entry = self.log[index]
-                entry[2], entry[3], entry[4] = self._seq, status, code
+                entry[2], entry[3], entry[4], entry[5] = self._seq, status, code, trace
 
     def request_log(self) -> list[dict[str, Any]]:
         """Every request so far in the order it arrived: ``start`` and ``end`` (one sequence
-        numbers both; ``end`` None while it runs), ``route``, ``status`` and error ``code``."""
+        numbers both; ``end`` None while it runs), ``route``, ``status``, error ``code`` and
+        ``trace`` (the client_request_id of a create or upload)."""
         with self.lock:
             return [
                 {"start": e[0], "route": e[1], "end": e[2], "status": e[3], "code": e[4]}
+                | {"trace": e[5]}
                 for e in self.log
             ]
 
