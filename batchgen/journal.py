@@ -386,6 +386,14 @@ class Journal:
             for key, fields in changes:
                 self.update_row(key, **fields)
 
+    def run_results(self, run_id: int) -> tuple[int, int]:
+        """``(rows generated, credits charged)`` by the tasks that run ``run_id`` settled."""
+        n, charged = self.db.execute(
+            "SELECT SUM(state = ?), SUM(final_credits) FROM rows WHERE generated_run = ?",
+            (SUCCEEDED, run_id),
+        ).fetchone()
+        return int(n or 0), int(charged or 0)
+
     def block_unsent(self, scan_id: int, code: str, message: str) -> int:
         """Mark the rows of a scan never sent (``pending``/``ready``) ``blocked`` with ``code``:
         the run stopped early; the next run sends them. Returns how many."""

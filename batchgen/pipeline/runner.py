@@ -521,6 +521,7 @@ def summarize(
     totals: J.ScanTotals | None = None,
 ) -> dict[str, Any]:
     totals = totals or journal.totals(scan.scan_id)
+    generated, charged = journal.run_results(run_id)
     downloads: dict[str, int] = dict(totals.downloads)
     done, failed = reporter.counts["downloaded"], reporter.counts["download_failed"]
     if done or failed or downloads["downloaded"] or downloads["failed"]:
@@ -531,11 +532,11 @@ def summarize(
         "run_id": run_id,
         "rows": totals.rows,
         "by_status": dict(sorted(totals.by_state.items())),
-        "generated_this_run": reporter.counts["succeeded"],
+        "generated_this_run": generated,
         "kept": scan.actions[P.KEEP],
         "credits_reserved": totals.reserved,
         "credits_charged": totals.charged,
-        "credits_charged_this_run": reporter.credits,
+        "credits_charged_this_run": charged,
         "errors": dict(sorted(totals.errors.items())),
         "wall_seconds": round(time.monotonic() - started, 2),
         **({"downloads": downloads} if downloads else {}),
