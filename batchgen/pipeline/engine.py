@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from batchgen import journal as J
 from batchgen.errors import (
     ApiError,
     AuthError,
@@ -31,6 +30,7 @@ from batchgen.errors import (
 )
 from batchgen.pipeline.inflight import CreditGovernor, InFlight
 from batchgen.pipeline.plan import canonical_json, idempotency_key, request_body
+from batchgen.pipeline.prices import PriceBook
 from batchgen.pipeline.runstate import (
     STOP_AUTH,
     STOP_BUDGET,
@@ -39,11 +39,12 @@ from batchgen.pipeline.runstate import (
     RunState,
 )
 from batchgen.pipeline.upload import RowFailure, Uploader
-from batchgen.records import Task
+from batchgen.rivya.records import Task
+from batchgen.store import journal as J
 
 if TYPE_CHECKING:
-    from batchgen.client import RivyaClient
-    from batchgen.polling import PollScheduler
+    from batchgen.pipeline.polling import PollScheduler
+    from batchgen.rivya.client import RivyaClient
 
 
 COMMIT_DELAY = 0.005
@@ -120,6 +121,7 @@ class Engine:
         emit: Callable[..., None],
         on_success: Callable[[Mapping[str, Any]], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        prices: PriceBook | None = None,
     ) -> None:
         self.job_id = job_id
         self.run_id = run_id
@@ -136,6 +138,7 @@ class Engine:
         self.emit = emit
         self.on_success = on_success
         self.clock = clock
+        self.prices = prices
         self.committer = Committer(journal)
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -176,13 +179,10 @@ class Engine:
                 if not await self.inflight.wait_room(self.window, state.stopped):
                     break
                 now = self.clock()
+                # What the server reserved for the task, when it said (the catalog's guess else).
+                held = int(row["reserved_credits"] or row["cost"])
                 self.inflight.resume(
-                    row["task_id"],
-                    row["key"],
-                    row["model"],
-                    int(row["cost"]),
-                    now,
-                    now + self.task_timeout,
+                    row["task_id"], row["key"], row["model"], held, now, now + self.task_timeout
                 )
                 self.scheduler.add(row["task_id"], row["model"], now, due=now)
                 self._wake.set()
@@ -190,7 +190,11 @@ class Engine:
                 if not await self.inflight.wait_room(self.window, state.draining):
                     break
                 cost = int(row["cost"])
+                if self.prices is not None:  # the server's price, once it has shown it
+                    cost = await self.prices.cost(row["model"], cost)
                 admitted = await self.governor.admit(cost, state.draining)
+                if not admitted:
+                    self._priced(row["model"], None)
                 if admitted is None:
                     break
                 if not admitted:
@@ -206,7 +210,7 @@ class Engine:
                     self.emit("blocked", key=row["key"], error_code=STOP_BUDGET)
                     self.drain(STOP_BUDGET)
                     break
-                self._spawn(self._submit(dict(row)))
+                self._spawn(self._submit(dict(row), cost))
             # Nothing left to submit: requests are about to become plentiful, so the last tasks'
             # first polls move to a lower quantile (less latency at the end of the run).
             self.scheduler.replan(relaxed=True)
@@ -234,9 +238,19 @@ class Engine:
 
     # -- submit ---------------------------------------------------------------------------------
 
-    async def _submit(self, row: dict[str, Any]) -> None:
-        key, cost = row["key"], int(row["cost"])
+    def _priced(self, model: str, task: Task | None) -> None:
+        """Tell the price book what the server reserved for ``model`` (None: no answer)."""
+        if self.prices is None:
+            return
+        if task is not None and task.reserved_credits > 0:
+            self.prices.observe(model, task.reserved_credits)
+        else:
+            self.prices.release(model)
+
+    async def _submit(self, row: dict[str, Any], cost: int) -> None:
+        key = row["key"]
         created = False
+        answered: Task | None = None
         try:
             if not self.state.submitting:
                 return
@@ -246,6 +260,7 @@ class Engine:
             if not self.state.submitting:
                 return
             task = await self.client.create_generation(body, idempotency_key=ikey)
+            answered = task
         except NotSentError:
             return  # the run stopped before it went out: the row is blocked with the rest
         except RowFailure as exc:
@@ -282,6 +297,10 @@ class Engine:
                 },
             )
             self.emit("submitted", key=key, task_id=task.id)
+            if task.reserved_credits > 0 and task.reserved_credits != cost:
+                # The service is the truth for money: hold the cap with its figure.
+                self.inflight.reprice(cost, task.reserved_credits)
+                cost = task.reserved_credits
             now = self.clock()
             self.inflight.created(task.id, key, row["model"], cost, now, now + self.task_timeout)
             created = True
@@ -290,6 +309,7 @@ class Engine:
             if task.terminal:
                 await self._finish(task)
         finally:
+            self._priced(row["model"], answered)
             if not created:
                 self.inflight.unadmit(cost)
                 self._wake.set()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
-from batchgen.polling import PollState
+from batchgen.pipeline.polling import PollState
 
 
 class InFlightTask(PollState):
@@ -74,6 +74,11 @@ class InFlight:
         """An admitted row made no task: its slot and cost are free again."""
         self.admitted -= 1
         self.credits -= cost
+        self._changed()
+
+    def reprice(self, cost: int, actual: int) -> None:
+        """A reservation of ``cost`` turned out to be ``actual`` (the server's figure)."""
+        self.credits += actual - cost
         self._changed()
 
     def add(
