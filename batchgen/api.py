@@ -190,6 +190,10 @@ def _in_own_loop(func: Callable[[], T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        running = False
+    else:
+        running = True
+    if not running:  # (called outside the except block: the run must not see its exception)
         return func()
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batchgen") as pool:
         return pool.submit(func).result()

@@ -208,3 +208,17 @@ def test_a_named_index_is_a_column_and_arrow_tables_read_in_batches(tmp_path: Pa
     )
     assert again.summary["kept"] == 4 and again.summary["generated_this_run"] == 0
     assert again.table.drop_columns(["generated"]).equals(result.table.drop_columns(["generated"]))
+
+
+def test_a_run_started_while_the_caller_handles_an_exception_goes_to_the_end(
+    tmp_path: Path, srv: SimThread
+) -> None:
+    """As an orchestrator's retry wrapper would call it: from inside an ``except`` block."""
+    try:
+        raise ConnectionError("the previous attempt failed")
+    except ConnectionError:
+        result = batchgen.run(
+            manifest=frame(), job_id="retry", model="qwen-image", env=env_of(srv), **QUICK
+        )
+    assert result.exit_code == 1 and result.summary["by_status"] == {"invalid": 1, "succeeded": 5}
+    assert result.summary["outcome"] == "completed"

@@ -79,6 +79,7 @@ def test_a_handler_on_batchgen_receives_every_run_event(
     assert events["run_start"] == 1
     assert events["uploaded"] == 2  # two distinct photos
     assert events["submitted"] == events["succeeded"] == events["downloaded"] == 3
+    assert events["stop"] == 0
     table = result.to_pandas().set_index("id")
     for record in collected.records:
         fields = record.fields  # type: ignore[attr-defined]

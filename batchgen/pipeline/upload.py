@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchgen.errors import BatchgenError
+from batchgen.errors import BatchgenError, NotSentError
 from batchgen.job.catalog import Catalog
 from batchgen.job.filetypes import kind_of_mime, sniff_mime
 from batchgen.job.references import is_url, resolve_reference
@@ -76,11 +76,15 @@ class Uploader:
         self.uploaded = 0
         self.reused = 0
         self.stored: dict[str, asyncio.Future[tuple[bytes, Fetched]]] = {}
+        # Asked before each fetch or upload starts: False once the run stopped submitting.
+        self.proceed: Callable[[], bool] = lambda: True
 
     async def items_for(self, row: Mapping[str, Any]) -> list[dict[str, Any]]:
         cell = row["reference"]
         if not cell:
             return []
+        if not self.proceed():
+            raise NotSentError("upload")
         data: bytes | None = None
         sha = row["reference_sha256"]
         if sha is None:
@@ -185,6 +189,8 @@ class Uploader:
                 field=self.column,
             )
         async with self.sem:
+            if not self.proceed():
+                raise NotSentError("upload")
             uploaded = await self.client.upload_file(
                 data,
                 filename=name,
