@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -211,14 +212,22 @@ def test_a_named_index_is_a_column_and_arrow_tables_read_in_batches(tmp_path: Pa
 
 
 def test_a_run_started_while_the_caller_handles_an_exception_goes_to_the_end(
-    tmp_path: Path, srv: SimThread
+    tmp_path: Path, srv: SimThread, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """As an orchestrator's retry wrapper would call it: from inside an ``except`` block."""
+    """As an orchestrator's retry wrapper would call it: from inside an ``except`` block. The
+    caller's exception is not the run's: nothing stops, every result is downloaded."""
+    caplog.set_level(logging.DEBUG, logger="batchgen")
     try:
         raise ConnectionError("the previous attempt failed")
     except ConnectionError:
         result = batchgen.run(
-            manifest=frame(), job_id="retry", model="qwen-image", env=env_of(srv), **QUICK
+            manifest=frame(),
+            job_id="retry",
+            model="qwen-image",
+            download_dir="images",
+            env=env_of(srv),
+            **QUICK,
         )
     assert result.exit_code == 1 and result.summary["by_status"] == {"invalid": 1, "succeeded": 5}
-    assert result.summary["outcome"] == "completed"
+    assert result.summary["downloads"]["this_run"] == 5
+    assert [r for r in caplog.records if getattr(r, "event", None) == "stop"] == []

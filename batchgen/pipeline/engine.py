@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -223,9 +222,14 @@ class Engine:
                         await asyncio.wait_for(changed.wait(), 0.5)
                 else:  # the last polls and submits are settling
                     await asyncio.wait(set(self._tasks), timeout=0.5)
+        except BaseException:
+            # Left by an exception: nothing more goes out. (Not sys.exc_info() in the finally:
+            # that also sees an exception the *caller* is handling, e.g. a run started from an
+            # orchestrator's except block, and would stop a healthy run.)
+            if state.submitting:
+                self.abort(STOP_ERROR)
+            raise
         finally:
-            if state.submitting and sys.exc_info()[0] is not None:
-                self.abort(STOP_ERROR)  # left by an exception: nothing more goes out
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
