@@ -132,19 +132,31 @@ async def test_run_inside_a_running_event_loop(tmp_path: Path, srv: SimThread) -
     asyncio.get_running_loop()  # as in a notebook cell
     result = batchgen.run(manifest=frame(3), job_id="nb", model="qwen-image", env=env_of(srv))
     assert result.summary["by_status"] == {"invalid": 1, "succeeded": 2}
-    # ... and arun awaits the same in a worker thread, leaving this loop free meanwhile.
-    ticks = 0
+    # ... and arun awaits the same in a worker thread, leaving this loop free meanwhile: the run
+    # holds at its first event until a callback of this loop has run (it could not, were the
+    # loop blocked by the run).
+    freed = threading.Event()
+    held: list[bool] = []
 
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
+    class Hold(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if getattr(record, "event", None) == "invalid" and not held:
+                held.append(freed.wait(timeout=30))
 
-    ticker = asyncio.create_task(tick())
-    again = await batchgen.arun(manifest=frame(3), job_id="nb", model="qwen-image", env=env_of(srv))
-    ticker.cancel()
-    assert again.summary["kept"] == 2 and ticks > 0
+    logger = logging.getLogger("batchgen")
+    hold, level = Hold(), logger.level
+    logger.addHandler(hold)
+    logger.setLevel(logging.INFO)
+    try:
+        asyncio.get_running_loop().call_soon(freed.set)
+        again = await batchgen.arun(
+            manifest=frame(3), job_id="nb", model="qwen-image", env=env_of(srv)
+        )
+    finally:
+        logger.removeHandler(hold)
+        logger.setLevel(level)
+    assert held == [True]
+    assert again.summary["kept"] == 2
 
 
 def test_simulate_estimate_and_status(tmp_path: Path) -> None:
