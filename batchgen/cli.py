@@ -55,12 +55,12 @@ def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
             option = click.option(
                 *names, doc.field, is_flag=True, default=None, help=setting_help(doc.field)
             )
-        elif doc.field == "params":
+        elif doc.field in ("params", "variants"):
             option = click.option(
                 *names,
                 doc.field,
                 multiple=True,
-                metavar="KEY=VALUE",
+                metavar="KEY=VALUE" if doc.field == "params" else "KEY=V1,V2",
                 help=setting_help(doc.field, doc.meaning + " Repeatable."),
             )
         else:

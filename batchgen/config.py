@@ -79,9 +79,12 @@ class Settings:
     template: str | None
     params: Mapping[str, Any]
     params_by_model: Mapping[str, Mapping[str, Any]]
+    variants: Mapping[str, Any] | None
+    variants_by_model: Mapping[str, Mapping[str, Any]] | None
     output: Path
     journal: Path
     download_dir: Path | None
+    download_name: str | None
     max_tasks_in_flight: int
     max_requests_in_flight: int
     upload_concurrency: int
@@ -129,7 +132,9 @@ _FLOATS = ("rate", "task_timeout", "status_interval")
 _RANGES = ("poll_first", "poll_interval")
 _BOOLS = ("allow_partial", "retry_failed", "dry_run", "simulate", "quiet")
 _PATHS = ("manifest", "output", "journal", "download_dir")
-_OPTIONAL_STRS = ("model_column", "reference_column", "model", "template", "prompt_column")
+_OPTIONAL_STRS = (
+    "model_column", "reference_column", "model", "template", "prompt_column", "download_name",
+)  # fmt: skip
 _STRS = ("job_id", "manifest_format", "id_column", "base_url", "progress", "log_format")
 _CHOICES = {
     "manifest_format": MANIFEST_FORMATS,
@@ -142,7 +147,7 @@ _FIELD_NAMES = (
     *_INT_MIN, *_FLOATS, *_RANGES, *_BOOLS, *_PATHS, *_OPTIONAL_STRS, *_STRS, *_MAPPINGS,
     *_TEXT_FORMAT, "passthrough",
 )  # fmt: skip
-_FLAG_NAMES = frozenset({*_FIELD_NAMES, "api_key", "api_key_file"})
+_FLAG_NAMES = frozenset({*_FIELD_NAMES, "api_key", "api_key_file", "variants"})
 
 
 def resolve_settings(
@@ -290,12 +295,19 @@ def resolve_settings(
         sources.update(_mapping_where(flags, job, name, job_file))
 
     api_key, api_key_source = _resolve_api_key(flags, environ, job, str(job_file), cwd, job_dir)
+    variants, variants_by_model = _resolve_variants(
+        flags, environ, job, str(job_file), catalog, model
+    )
+    if out["download_name"] is not None:
+        from batchgen.job.names import parse_download_name
+
+        parse_download_name(out["download_name"], sources["download_name"])
 
     out.update(
         job_file=job_path, manifest=manifest, output=output, journal=journal, model=model,
         download_dir=paths["download_dir"], base_url=base_url, params=params,
         params_by_model=params_by_model, param_columns=param_columns, api_key=api_key,
-        api_key_source=api_key_source,
+        api_key_source=api_key_source, variants=variants, variants_by_model=variants_by_model,
     )  # fmt: skip
     return Settings(**out, sources=sources)
 
@@ -325,6 +337,9 @@ def _load_job_file(path: Path, shown: str) -> dict[str, tuple[Any, str]]:
     except UnicodeDecodeError:
         raise UsageError("job file is not UTF-8 text", shown, "save it as UTF-8") from None
     flat: dict[str, tuple[Any, str]] = {}
+    for section in ("variants", "variants_by_model"):  # tables checked by job.variants
+        if section in data:
+            flat[section] = (data.pop(section), section)
     for section, table in data.items():
         if section not in JOB_KEYS:
             raise UsageError(
@@ -356,6 +371,7 @@ def _resolve_params(
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, str]]:
     """Merge job-file and flag params (flags win key by key) and check them against the catalog."""
     all_keys = sorted({key for mid in catalog.ids() for key in _model_params(catalog, mid)})
+    all_keys.append("aspect")  # portable: mapped to each model's own size option
 
     def table(name: str, source: Any, where: str) -> dict[str, Any]:
         if source is None:
@@ -388,7 +404,7 @@ def _resolve_params(
             _check_model_id(catalog, model_id, here)
             merged = by_model.setdefault(model_id, {})
             merged.update(table(f"params_by_model.{model_id}", model_params, here))
-            known = sorted(_model_params(catalog, model_id))
+            known = [*sorted(_model_params(catalog, model_id)), "aspect"]
             for key, value in merged.items():
                 if key not in known:
                     raise UsageError(
@@ -413,6 +429,37 @@ def _resolve_params(
         if not isinstance(column, str) or not column.strip():
             raise UsageError(f"expected a column name, got {column!r}", where, "quote it")
     return params, by_model, columns
+
+
+def _resolve_variants(
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str],
+    job: Mapping[str, tuple[Any, str]],
+    shown: str,
+    catalog: Catalog,
+    model: str | None,
+) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]] | None]:
+    """The variant matrix: job file, then ``--variant`` (or ``BATCHGEN_VARIANT``) axis by axis."""
+    from batchgen.job.variants import parse_flag_items, resolve_variants
+
+    items = list(flags.get("variants") or ())
+    where = "--variant"
+    if not items and environ.get("BATCHGEN_VARIANT", "").strip():
+        items = [i for i in environ["BATCHGEN_VARIANT"].split(";") if i.strip()]
+        where = "BATCHGEN_VARIANT"
+    table = job.get("variants", (None,))[0]
+    by_model = job.get("variants_by_model", (None,))[0]
+    if table is None and by_model is None and not items:
+        return None, None
+    return resolve_variants(
+        table,
+        by_model,
+        parse_flag_items(items, where),
+        shown=shown,
+        flag_where=where,
+        catalog=catalog,
+        default_model=model,
+    )
 
 
 def _model_params(catalog: Catalog, model_id: str) -> Mapping[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 from batchgen import journal as J
 from batchgen.config import Settings
 from batchgen.errors import UsageError
+from batchgen.job.variants import VariantMatrix
 from batchgen.output import write_output
 
 
@@ -115,4 +116,5 @@ def export(settings: Settings, out: Path) -> int:
             id_column=settings.id_column,
             passthrough=settings.passthrough,
             current_run=latest[0]["id"] if latest else None,
+            axes=VariantMatrix.of(settings).axes(),
         )

@@ -27,7 +27,7 @@ from batchgen.errors import (
     ServerError,
     TransportError,
 )
-from batchgen.pipeline.plan import canonical_json, idempotency_key, request_body
+from batchgen.pipeline.plan import canonical_json, idempotency_key, request_body, variant_of
 from batchgen.pipeline.upload import RowFailure, Uploader
 from batchgen.records import Task
 
@@ -85,14 +85,14 @@ class Committer:
 
     def __init__(self, journal: J.Journal) -> None:
         self.journal = journal
-        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._pending: list[tuple[J.TaskRef, dict[str, Any]]] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._scheduled = False
 
-    def commit(self, key: str, fields: dict[str, Any]) -> asyncio.Future[None]:
+    def commit(self, task: J.TaskRef, fields: dict[str, Any]) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        self._pending.append((key, fields))
+        self._pending.append((task, fields))
         self._waiters.append(fut)
         if not self._scheduled:
             self._scheduled = True
@@ -120,7 +120,7 @@ class Committer:
 
 @dataclass(slots=True)
 class Tracked:
-    key: str
+    task: J.TaskRef  # (row key, variant id)
     model: str
     cost: int
     submitted: float
@@ -238,7 +238,7 @@ class Engine:
                 now = self.clock()
                 self._track(
                     row["task_id"],
-                    row["key"],
+                    (row["key"], variant_of(row)),
                     row["model"],
                     int(row["cost"]),
                     now,
@@ -256,15 +256,16 @@ class Engine:
                     break
                 if not fits:
                     self.window.release()
+                    ref = (row["key"], variant_of(row))
                     self.journal.update_row(
-                        row["key"],
+                        ref,
                         state=J.BLOCKED,
                         error_code="budget_reached",
                         error_field=None,
-                        error_message="--max-credits would be exceeded by this row",
+                        error_message="--max-credits would be exceeded by this task",
                         request_id=None,
                     )
-                    self.emit("blocked", key=row["key"], error_code="budget_reached")
+                    self.emit("blocked", **_who(ref), error_code="budget_reached")
                     continue
                 self._spawn(self._submit(dict(row)))
             # Nothing left to submit: requests are about to become plentiful, so the last tasks'
@@ -292,12 +293,14 @@ class Engine:
     # -- submit ---------------------------------------------------------------------------------
 
     async def _submit(self, row: dict[str, Any]) -> None:
-        key, cost = row["key"], int(row["cost"])
+        key, cost = (row["key"], variant_of(row)), int(row["cost"])
         tracked = False
         try:
             items = await self.uploader.items_for(row)
             body = request_body(row, items)
-            ikey = idempotency_key(self.job_id, key, int(row["epoch"]), canonical_json(body))
+            ikey = idempotency_key(
+                self.job_id, key[0], int(row["epoch"]), canonical_json(body), key[1]
+            )
             if not self.submitting:
                 return
             task = await self.client.create_generation(body, idempotency_key=ikey)
@@ -334,7 +337,7 @@ class Engine:
                     "request_id": None,
                 },
             )
-            self.emit("submitted", key=key, task_id=task.id)
+            self.emit("submitted", **_who(key), task_id=task.id)
             self._track(task.id, key, row["model"], cost, self.clock())
             tracked = True
             if task.terminal:
@@ -347,7 +350,7 @@ class Engine:
 
     def _fail(
         self,
-        key: str,
+        key: J.TaskRef,
         code: str,
         message: str,
         *,
@@ -363,27 +366,24 @@ class Engine:
             request_id=request_id,
             finished_at=J.now_iso(),
         )
-        self.emit("failed", key=key, error_code=code, request_id=request_id, message=message)
+        self.emit("failed", **_who(key), error_code=code, request_id=request_id, message=message)
 
     def _invalid(self, row: Mapping[str, Any], exc: RowFailure) -> None:
         """A row found invalid only when submitted (its URL reference): never sent, reported
         on a line of its own with its row number, like the rows the scan found invalid."""
+        task = (row["key"], variant_of(row))
         self.journal.update_row(
-            row["key"],
+            task,
             state=J.INVALID,
             error_code=exc.code,
             error_field=exc.field,
             error_message=exc.message,
             request_id=None,
         )
-        self.emit(
-            "invalid",
-            key=row["key"],
-            error_code=exc.code,
-            message=f"row {row['row_number']}: {exc.message}",
-        )
+        where = f"row {row['row_number']}" + (f", variant {task[1]}" if task[1] else "")
+        self.emit("invalid", **_who(task), error_code=exc.code, message=f"{where}: {exc.message}")
 
-    def _block(self, key: str, exc: ApiError) -> None:
+    def _block(self, key: J.TaskRef, exc: ApiError) -> None:
         self.journal.update_row(
             key,
             state=J.BLOCKED,
@@ -392,9 +392,9 @@ class Engine:
             error_message=exc.message,
             request_id=exc.request_id,
         )
-        self.emit("blocked", key=key, error_code=exc.code, request_id=exc.request_id)
+        self.emit("blocked", **_who(key), error_code=exc.code, request_id=exc.request_id)
 
-    def _unsent(self, key: str, exc: BatchgenError) -> None:
+    def _unsent(self, key: J.TaskRef, exc: BatchgenError) -> None:
         code = getattr(exc, "code", None) or "transport_error"
         self.journal.update_row(
             key,
@@ -404,14 +404,16 @@ class Engine:
             error_message=str(getattr(exc, "message", None) or exc),
             request_id=getattr(exc, "request_id", None),
         )
-        self.emit("unsent", key=key, error_code=code, request_id=getattr(exc, "request_id", None))
+        self.emit(
+            "unsent", **_who(key), error_code=code, request_id=getattr(exc, "request_id", None)
+        )
 
     # -- poll -----------------------------------------------------------------------------------
 
     def _track(
         self,
         task_id: str,
-        key: str,
+        key: J.TaskRef,
         model: str,
         cost: int,
         submitted: float,
@@ -453,7 +455,7 @@ class Engine:
         except NotFoundError as exc:
             t = self.tracked.get(task_id)
             if t is not None:
-                self._fail(t.key, exc.code, exc.message, request_id=exc.request_id)
+                self._fail(t.task, exc.code, exc.message, request_id=exc.request_id)
                 self._untrack(task_id, 0)
             return
         except AuthError as exc:
@@ -477,13 +479,13 @@ class Engine:
         now = self.clock()
         if now >= t.deadline:
             self.journal.update_row(
-                t.key,
+                t.task,
                 state=J.TIMED_OUT,
                 error_code="timed_out",
                 error_message=f"task {task_id} not finished after {self.task_timeout:g} s; "
                 "the next run polls it again",
             )
-            self.emit("timed_out", key=t.key, task_id=task_id)
+            self.emit("timed_out", **_who(t.task), task_id=task_id)
             # Its reservation stays counted: the task may still be charged.
             t2 = self.tracked.pop(task_id)
             self.scheduler.remove(task_id)
@@ -521,19 +523,21 @@ class Engine:
                 "error_field": None,
                 "error_message": None,
             }
-            await self.committer.commit(t.key, fields)
+            await self.committer.commit(t.task, fields)
             self._observe(t.model, task, seconds)
             self._untrack(task.id, task.final_credits)
-            self.emit("succeeded", key=t.key, task_id=task.id, credits=task.final_credits)
+            self.emit("succeeded", **_who(t.task), task_id=task.id, credits=task.final_credits)
             if self.on_success is not None:
-                self.on_success({"key": t.key, "task_id": task.id, **fields})
+                self.on_success(
+                    {"key": t.task[0], "variant": t.task[1], "task_id": task.id, **fields}
+                )
             return
         code = task.error_code or "generation_failed"
         if code == "insufficient_credits":
-            row = self.journal.get_row(t.key)
+            row = self.journal.get_row(t.task)
             epoch = int(row["epoch"]) + 1 if row is not None else 1
             self.journal.update_row(
-                t.key,
+                t.task,
                 state=J.BLOCKED,
                 epoch=epoch,  # the same key would replay this failed task
                 error_code=code,
@@ -541,11 +545,11 @@ class Engine:
                 finished_at=J.now_iso(),
             )
             self._untrack(task.id, task.final_credits)
-            self.emit("blocked", key=t.key, task_id=task.id, error_code=code)
+            self.emit("blocked", **_who(t.task), task_id=task.id, error_code=code)
             self.stop(STOP_CREDITS, ApiError(task.error_message or code, status=200, code=code))
             return
         await self.committer.commit(
-            t.key,
+            t.task,
             {
                 "state": J.FAILED,
                 "final_credits": task.final_credits,
@@ -558,4 +562,11 @@ class Engine:
         )
         self._observe(t.model, task, seconds)
         self._untrack(task.id, task.final_credits)
-        self.emit("failed", key=t.key, task_id=task.id, error_code=code, message=task.error_message)
+        self.emit(
+            "failed", **_who(t.task), task_id=task.id, error_code=code, message=task.error_message
+        )
+
+
+def _who(task: J.TaskRef) -> dict[str, str]:
+    """The event fields naming a task: its row key, and its variant when it has one."""
+    return {"key": task[0], "variant": task[1]} if task[1] else {"key": task[0]}

@@ -1,0 +1,1 @@
+"""What the user asks for: the job's settings, manifest, catalog and variants."""
