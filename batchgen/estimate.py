@@ -61,11 +61,14 @@ class Estimate:
     """The figures of an estimate (``--json`` prints this)."""
 
     job_id: str
-    rows: int = 0
+    rows: int = 0  # manifest rows
+    tasks: int = 0  # what is planned: one per row and variant (a row that owns no key: one)
     decisions: dict[str, int] = field(default_factory=dict)
     credits: int = 0
     credits_by_model: dict[str, int] = field(default_factory=dict)
-    rows_by_model: dict[str, int] = field(default_factory=dict)
+    rows_by_model: dict[str, int] = field(default_factory=dict)  # tasks to submit, by model
+    # Tasks to submit and their credits by variant axis and value: {"style": {"white": [n, c]}}.
+    by_axis: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     unique_reference_files: int = 0
     reference_bytes: int = 0
     references_cached: int = 0
@@ -133,6 +136,7 @@ def estimate(
     distinct = P.KeySet()  # the references counted so far (on disk: any number of rows)
     files = remote = reference_bytes = cached = unverified = 0
     rows_by_model: Counter[str] = Counter()
+    by_axis: dict[str, dict[str, list[int]]] = {}
     writer = _RowWriter(out) if out is not None else None
     checker = (
         UrlChecker(
@@ -152,6 +156,10 @@ def estimate(
             if p.action != P.SUBMIT:
                 continue
             rows_by_model[p.spec.model or ""] += 1
+            for axis, value in p.variant.axes:
+                slot = by_axis.setdefault(axis, {}).setdefault(value, [0, 0])
+                slot[0] += 1
+                slot[1] += p.cost
             if p.ref is not None:
                 if p.ref.sha256:
                     sizes[p.ref.sha256] = p.ref.size or 0
@@ -186,7 +194,9 @@ def estimate(
         if journal is not None:
             journal.close()
     est = Estimate(job_id=settings.job_id, max_credits=settings.max_credits)
-    est.rows = scan.rows
+    est.rows = scan.manifest_rows
+    est.tasks = scan.rows
+    est.by_axis = by_axis
     decisions: Counter[str] = Counter()
     for action, n in scan.actions.items():
         decisions[_DECISION[action]] += n
@@ -280,7 +290,8 @@ def judge(est: Estimate) -> int:
             " (--no-fetch)"
         )
     if invalid:
-        est.verdict += f"; {invalid} invalid rows will not be sent"
+        unit = "tasks" if est.tasks != est.rows else "rows"
+        est.verdict += f"; {invalid} invalid {unit} will not be sent"
         return EXIT_ROWS_FAILED
     return EXIT_OK
 
@@ -288,15 +299,22 @@ def judge(est: Estimate) -> int:
 def render(est: Estimate) -> str:
     """The readable table printed on stdout."""
     lo, hi = est.duration_seconds
-    lines = [f"Estimate for job {est.job_id}: {est.rows} rows"]
+    counted = "rows" if not est.by_axis and est.tasks == est.rows else "tasks"
+    head = f"Estimate for job {est.job_id}: {est.rows} rows"
+    lines = [head + (f", {est.tasks} tasks" if counted == "tasks" else "")]
     for name in ("would_submit", "in_flight", "skip", "invalid"):
         lines.append(f"  {name:<14}{est.decisions.get(name, 0):>10}")
     lines.append("")
-    lines.append(f"  {'model':<20}{'rows':>8}{'credits':>10}")
+    lines.append(f"  {'model':<20}{counted:>8}{'credits':>10}")
     for model, credits in est.credits_by_model.items():
         lines.append(f"  {model:<20}{est.rows_by_model.get(model, 0):>8}{credits:>10}")
     total = f"  {'total':<20}{est.decisions.get('would_submit', 0):>8}{est.credits:>10}"
     lines.append(total + ("  (unverified)" if est.unverified_rows else ""))
+    for axis, values in est.by_axis.items():
+        lines.append("")
+        lines.append(f"  {axis:<20}{'tasks':>8}{'credits':>10}")
+        for value, (n, credits) in values.items():
+            lines.append(f"  {value:<20}{n:>8}{credits:>10}")
     lines.append("")
     lines.append(
         f"  uploads: {est.unique_reference_files} unique local files, "

@@ -56,6 +56,7 @@ class ScanResult:
     invalid_messages: list[str] = field(default_factory=list)
     retried: int = 0  # rows that failed before and are sent again (--retry-failed, or changed)
     retried_cost: int = 0
+    manifest_rows: int = 0  # rows read (a row has one task per variant)
     # The id the rows of this scan carry in the journal (``rows.seen_run``): the run's own id,
     # or the previous scan's when that costs fewer writes (see Journal.finish_scan).
     scan_id: int = 0
@@ -102,6 +103,7 @@ def scan_manifest(
     with closing(planner), closing(distinct), closing(taken_names):
         for batch in manifest.iter_raw_batches():
             plans = planner.plan_batch(batch)
+            result.manifest_rows += len(batch)
             rows: list[dict[str, Any]] = []
             extra: list[dict[str, Any]] = []
             carried_keys: list[J.TaskRef] = []
