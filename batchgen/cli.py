@@ -356,8 +356,11 @@ def report(job: str | None, out: Path, thumb_size: int, no_fetch: bool, **flags:
 
 def format_summary(s: dict[str, Any]) -> str:
     """The end-of-run summary, for people."""
+    counted = f"{s.get('rows', 0)} rows"
+    if s.get("tasks") is not None:
+        counted = f"{s.get('manifest_rows', 0)} rows, {s['tasks']} tasks"
     lines = [
-        f"batchgen: {s.get('outcome', '?')} in {s.get('wall_seconds', 0):.1f}s, {s.get('rows', 0)} rows",
+        f"batchgen: {s.get('outcome', '?')} in {s.get('wall_seconds', 0):.1f}s, {counted}",
         "  by status: " + ", ".join(f"{k} {v}" for k, v in s.get("by_status", {}).items()),
         f"  generated this run {s.get('generated_this_run', 0)}, kept from earlier runs {s.get('kept', 0)}",
         f"  credits: reserved {s.get('credits_reserved', 0)}, charged {s.get('credits_charged', 0)} "

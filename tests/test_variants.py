@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from jobkit import cli, read_output, run, write_job
+from jobkit import REPO, cli, read_output, run, write_job
 
 from batchgen import journal as J
 from batchgen.config import resolve_settings
@@ -345,3 +345,12 @@ def test_estimate_counts_tasks_and_credits_per_axis_exactly(tmp_path: Path) -> N
     assert est["by_axis"]["style"] == {"white": [12, 64], "kitchen": [12, 64]}
     assert est["by_axis"]["aspect"] == {"1:1": [12, 64], "16:9": [12, 64]}
     assert est["by_axis"]["candidate"] == {"1": [12, 64], "2": [12, 64]}
+
+
+def test_the_sample_variants_job_prices_sixteen_tasks(tmp_path: Path) -> None:
+    job = REPO / "jobs" / "variants.toml"
+    done = cli("estimate", str(job), "--json", "--journal", str(tmp_path / "j.sqlite"))
+    assert done.returncode == 0, done.stderr
+    est = json.loads(done.stdout)
+    assert (est["rows"], est["tasks"], est["credits"]) == (4, 16, 8 * 4 + 8 * 6)
+    assert set(est["by_axis"]) == {"style", "aspect"}

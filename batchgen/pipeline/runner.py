@@ -521,4 +521,10 @@ def summarize(
         "errors": dict(sorted(totals.errors.items())),
         "wall_seconds": round(time.monotonic() - started, 2),
         **({"downloads": downloads} if downloads else {}),
+        # A job with variants counts tasks (``rows`` above); how many manifest rows they are:
+        **(
+            {"manifest_rows": scan.manifest_rows, "tasks": totals.rows}
+            if scan.manifest_rows != scan.rows
+            else {}
+        ),
     }
