@@ -17,12 +17,12 @@ from typing import Any, ClassVar
 
 import click
 
-from batchgen.config import Settings, resolve_settings
-from batchgen.errors import BatchgenError, UsageError
-from batchgen.lock import LockHeld
-from batchgen.pipeline.runner import EXIT_LOCKED, EXIT_USAGE
-from batchgen.progress import Reporter
-from batchgen.settings_doc import DOC_BY_FIELD, SETTINGS_DOC
+from batchgen.errors import EXIT_LOCKED, EXIT_USAGE, BatchgenError, UsageError
+from batchgen.job.settings import Settings, resolve_settings
+from batchgen.job.settings_table import DOC_BY_FIELD, SETTINGS_DOC
+from batchgen.pipeline.progress import Reporter
+from batchgen.store.lock import LockHeld
+from batchgen.views.report_page import DEFAULT_THUMB
 
 # Run flags come from the settings table, so the table, --help and README cannot drift apart:
 # every flag's help ends with the table's default (tests/test_docs.py compares them, value by
@@ -173,7 +173,7 @@ def run(job: str | None, as_json: bool, download_alias: str | None, **flags: Any
         flags["download_dir"] = download_alias
     settings = resolve(job, flags)
     if settings.dry_run:
-        from batchgen.estimate import run_estimate
+        from batchgen.views.estimate import run_estimate
 
         sys.exit(run_estimate(settings, as_json=as_json, out=None))
     from batchgen.pipeline.runner import run_job
@@ -235,7 +235,7 @@ def estimate(
     Example:
       batchgen estimate jobs/sample.toml --max-credits 100
     """
-    from batchgen.estimate import run_estimate
+    from batchgen.views.estimate import run_estimate
 
     settings = resolve(job, flags)
     try:
@@ -272,7 +272,7 @@ def status(job: str | None, as_json: bool, **flags: Any) -> None:
     Example:
       batchgen status jobs/sample.toml --json
     """
-    from batchgen.ops import format_status, job_status
+    from batchgen.views.status import format_status, job_status
 
     settings = resolve(job, flags)
     try:
@@ -300,7 +300,7 @@ def export(job: str | None, out: Path, **flags: Any) -> None:
     Example:
       batchgen export jobs/sample.toml --out results.parquet
     """
-    from batchgen.ops import export as do_export
+    from batchgen.views.status import export as do_export
 
     settings = resolve(job, flags)
     try:
@@ -325,7 +325,7 @@ def export(job: str | None, out: Path, **flags: Any) -> None:
     "--thumb-size",
     "thumb_size",
     type=click.IntRange(32, 512),
-    default=128,
+    default=DEFAULT_THUMB,
     show_default=True,
     help="Thumbnail size, pixels.",
 )
@@ -339,7 +339,7 @@ def report(job: str | None, out: Path, thumb_size: int, no_fetch: bool, **flags:
     Example:
       batchgen report jobs/sample.toml --out report.html
     """
-    from batchgen.report import write_report
+    from batchgen.views.report import write_report
 
     settings = resolve(job, flags)
     try:

@@ -13,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from batchgen.config import Settings, resolve_settings
+from batchgen.job.settings import Settings, resolve_settings
+from batchgen.pipeline.progress import Reporter
 from batchgen.pipeline.runner import RunResult, run_job
-from batchgen.progress import Reporter
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "jobs" / "sample"

@@ -11,14 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from batchgen import catalog
-from batchgen.catalog import (
+from batchgen.job import catalog
+from batchgen.job.catalog import (
     MB,
     Catalog,
     ReferenceInfo,
     aspect_of,
 )
-from batchgen.filetypes import kind_of_mime, sniff_mime
+from batchgen.job.filetypes import kind_of_mime, sniff_mime
 
 CAT = Catalog.default()
 PNG_REF = ReferenceInfo(kind="image", mime_type="image/png", size=1000, name="a.png")
@@ -39,7 +39,7 @@ def image_bytes(fmt: str) -> bytes:
 
 def test_shipped_payload_is_the_models_endpoint_shape() -> None:
     payload = CAT.to_api()
-    raw = json.loads((Path(catalog.__file__).parent / "data" / "models.json").read_text())
+    raw = json.loads((Path(catalog.__file__).parent.parent / "data" / "models.json").read_text())
     assert payload == raw
     assert payload["object"] == "list"
     ids = [e["id"] for e in payload["data"]]

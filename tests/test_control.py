@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from batchgen.control import PollScheduler, Priority, RequestBudget
-from batchgen.polling import MIN_SAMPLES, SAMPLE_SIZE, SCOUTS
+from batchgen.pipeline.polling import MIN_SAMPLES, SAMPLE_SIZE, SCOUTS, PollScheduler
+from batchgen.rivya.budget import Priority, RequestBudget
 
 
 class FakeTime:

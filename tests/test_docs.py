@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from batchgen.cli import main
-from batchgen.config import NO_KEY_SOURCE, resolve_settings
 from batchgen.errors import UsageError
-from batchgen.settings_doc import SETTINGS_DOC, SettingDoc
+from batchgen.job.settings import NO_KEY_SOURCE, resolve_settings
+from batchgen.job.settings_table import SETTINGS_DOC, SettingDoc
 from batchgen.sim.state import SimConfig
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")

@@ -15,15 +15,15 @@ from aiohttp.test_utils import TestServer
 from jobkit import cli, product_rows, read_output, run, settings_for, simple_job
 from PIL import Image
 
-from batchgen import journal as J
-from batchgen.catalog import Catalog, ReferenceInfo
-from batchgen.client import RivyaClient
 from batchgen.errors import TooLargeError, ValidationFailedError
-from batchgen.filetypes import image_problem
-from batchgen.manifest import Manifest
+from batchgen.job.catalog import Catalog, ReferenceInfo
+from batchgen.job.filetypes import image_problem
+from batchgen.job.manifest import Manifest
 from batchgen.pipeline.remote import fetched_violations, from_error
-from batchgen.pipeline.runner import make_planner
+from batchgen.pipeline.scan import make_planner
+from batchgen.rivya.client import RivyaClient
 from batchgen.sim import SimConfig, SimServer, SimThread
+from batchgen.store import journal as J
 
 FAST = {"rate": None, "latency": 0.05, "queue_time": 0.0, "seed": 3}
 

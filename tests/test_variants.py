@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from jobkit import REPO, cli, read_output, run, write_job
 
-from batchgen import journal as J
-from batchgen.config import resolve_settings
 from batchgen.errors import UsageError
+from batchgen.job.settings import resolve_settings
 from batchgen.job.variants import seed_for
 from batchgen.pipeline.plan import canonical_json, fingerprint, idempotency_key
 from batchgen.sim import SimConfig, SimServer, SimThread
+from batchgen.store import journal as J
 
 ROWS = [
     {"sku": "A1", "title": "blue mug", "model": "qwen-image"},

@@ -23,12 +23,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from batchgen.coerce import suggest
 from batchgen.errors import UsageError
+from batchgen.job.coerce import suggest
+from batchgen.job.template import parse_template
 
 if TYPE_CHECKING:
-    from batchgen.catalog import Catalog
-    from batchgen.manifest import Template
+    from batchgen.job.catalog import Catalog
 
 STYLE = "style"
 CANDIDATE = "candidate"
@@ -126,8 +126,6 @@ def _table(
     partial: bool,
 ) -> dict[str, Any]:
     """One ``[variants]`` table checked and normalized: {"styles", "axes", "candidates"}."""
-    from batchgen.manifest import parse_template
-
     if not isinstance(raw, Mapping):
         raise UsageError("variants must be a table", where, "see README.md, Variants")
     all_params = sorted({k for m in catalog.ids() for k in _params_of(catalog, m)})
@@ -417,9 +415,3 @@ def _expand(table: Mapping[str, Any]) -> tuple[Variant, ...]:
             )
         )
     return tuple(out)
-
-
-def parse_style(template: str, where: str) -> Template:
-    from batchgen.manifest import parse_template
-
-    return parse_template(template, where)

@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from batchgen import journal as J
-from batchgen.control import PollScheduler
 from batchgen.errors import (
     ApiError,
     AuthError,
@@ -28,11 +26,13 @@ from batchgen.errors import (
     TransportError,
 )
 from batchgen.pipeline.plan import canonical_json, idempotency_key, request_body, variant_of
+from batchgen.pipeline.polling import PollScheduler
 from batchgen.pipeline.upload import RowFailure, Uploader
-from batchgen.records import Task
+from batchgen.rivya.records import Task
+from batchgen.store import journal as J
 
 if TYPE_CHECKING:
-    from batchgen.client import RivyaClient
+    from batchgen.rivya.client import RivyaClient
 
 # Why a run stopped submitting early (exit code 3), besides signals.
 STOP_AUTH = "auth"

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from batchgen.catalog import Catalog
+from batchgen.job.catalog import Catalog
 from batchgen.sim.faults import Faults, RateDecision, RateLimiter
 from batchgen.sim.handlers import ACCOUNT_KEY, CODE_KEY, DROPPED_KEY, Handlers, drop
 from batchgen.sim.openapi import openapi_document

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from batchgen.catalog import Catalog
+from batchgen.job.catalog import Catalog
 from batchgen.sim.app import Simulator
 from batchgen.sim.state import SimConfig
 

@@ -31,7 +31,7 @@ from one :class:`RequestBudget`:
   ``retry_floor_rate`` tokens per second; a retry waits for a token, so a failing service sees a
   bounded trickle of retries, not a storm.
 
-:class:`~batchgen.polling.PollScheduler` (re-exported here) decides when to poll each task.
+:class:`~batchgen.pipeline.polling.PollScheduler` decides when to poll each task.
 
 Clock and sleep are injectable so the tests are deterministic and never assert wall-clock timing.
 """
@@ -46,8 +46,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from enum import IntEnum
 from types import TracebackType
 from typing import Any
-
-from batchgen.polling import PollScheduler
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
@@ -85,7 +83,7 @@ PRESSURE_MEMORY = 2.0
 _ONE = 1.0 - 1e-9  # a token, give or take float rounding (else a 1e-17 s sleep never ends)
 
 
-__all__ = ["PollScheduler", "Priority", "RequestBudget", "Slot"]
+__all__ = ["Priority", "RequestBudget", "Slot"]
 
 
 class Priority(IntEnum):

@@ -23,13 +23,16 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from batchgen import journal as J
-from batchgen.catalog import Catalog
-from batchgen.config import Settings
-from batchgen.errors import BatchgenError, UsageError
+from batchgen.errors import EXIT_OK, EXIT_ROWS_FAILED, EXIT_STOPPED, BatchgenError, UsageError
+from batchgen.job.catalog import Catalog
+from batchgen.job.settings import Settings
 from batchgen.pipeline import plan as P
-from batchgen.pipeline.remote import UrlCache, UrlChecker
-from batchgen.pipeline.runner import EXIT_OK, EXIT_ROWS_FAILED, EXIT_STOPPED, scan_manifest
+from batchgen.pipeline.remote import UrlChecker
+from batchgen.pipeline.scan import scan_manifest
+from batchgen.store import journal as J
+from batchgen.store.files import commit, temp_beside
+from batchgen.store.keyset import KeySet
+from batchgen.store.url_cache import UrlCache
 
 # Stated defaults when the journal has no history of this job.
 DEFAULT_RATE = 10.0  # requests/s assumed for an account whose limit we have not seen
@@ -96,10 +99,11 @@ class _RowWriter:
                 "unsupported --out format", str(path), "use a .csv or .parquet file name"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.tmp = path, temp_beside(path)
         self.writer: Any = (
-            pacsv.CSVWriter(str(path), ROW_SCHEMA)
+            pacsv.CSVWriter(str(self.tmp), ROW_SCHEMA)
             if suffix == ".csv"
-            else pq.ParquetWriter(str(path), ROW_SCHEMA)
+            else pq.ParquetWriter(str(self.tmp), ROW_SCHEMA)
         )
 
     def write(self, plans: list[P.RowPlan]) -> None:
@@ -113,8 +117,12 @@ class _RowWriter:
             cols["reason"].append(p.reason)
         self.writer.write_table(pa.table(cols, schema=ROW_SCHEMA))
 
-    def close(self) -> None:
+    def close(self, complete: bool) -> None:
+        """Close the table; a complete one replaces ``path`` (atomically), else it is dropped."""
         self.writer.close()
+        if complete:
+            commit(self.tmp, self.path)
+        self.tmp.unlink(missing_ok=True)
 
 
 def url_cache_path(journal: Path) -> Path:
@@ -133,7 +141,7 @@ def estimate(
     only network here; the balance is :func:`fetch_balance`)."""
     catalog = catalog or Catalog.default()
     journal = J.Journal(settings.journal, readonly=True) if settings.journal.exists() else None
-    distinct = P.KeySet()  # the references counted so far (on disk: any number of rows)
+    distinct = KeySet()  # the references counted so far (on disk: any number of rows)
     files = remote = reference_bytes = cached = unverified = 0
     rows_by_model: Counter[str] = Counter()
     by_axis: dict[str, dict[str, list[int]]] = {}
@@ -175,6 +183,7 @@ def estimate(
         if writer is not None:
             writer.write(plans)
 
+    complete = False
     try:
         scan = scan_manifest(
             settings, catalog, journal, 0, on_plans=on_plans, record=False, remote=checker
@@ -185,12 +194,13 @@ def estimate(
             if journal is not None
             else []
         )
+        complete = True
     finally:
         distinct.close()
         if checker is not None:
             checker.close()
         if writer is not None:
-            writer.close()
+            writer.close(complete)
         if journal is not None:
             journal.close()
     est = Estimate(job_id=settings.job_id, max_credits=settings.max_credits)
@@ -253,7 +263,7 @@ def duration_range(
 
 async def fetch_balance(settings: Settings) -> int:
     """The live balance: the only request an estimate makes (a GET)."""
-    from batchgen.client import RivyaClient
+    from batchgen.rivya.client import RivyaClient
 
     async with RivyaClient(settings.base_url, settings.api_key) as client:
         return await client.get_credits()

@@ -1,7 +1,7 @@
 """The table of every setting: field, flag, environment variable, job-file key, default, meaning.
 
 One source for ``--help`` (cli.py builds the run flags from it), the job-file layout (JOB_KEYS),
-the defaults :func:`batchgen.config.resolve_settings` applies (:data:`DEFAULTS`) and the README
+the defaults :func:`batchgen.job.settings.resolve_settings` applies (:data:`DEFAULTS`) and the README
 table (tests/test_docs.py checks it against ``--help`` and the resolved Settings, value by value).
 """
 

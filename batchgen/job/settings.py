@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchgen.coerce import (
+from batchgen.errors import UsageError
+from batchgen.job.apikey import ApiKey, read_key_file
+from batchgen.job.coerce import (
     Value,
     as_bool,
     as_choice,
@@ -33,12 +35,11 @@ from batchgen.coerce import (
     expand_path,
     suggest,
 )
-from batchgen.errors import UsageError
-from batchgen.settings_doc import DEFAULTS, DOC_BY_FIELD, JOB_KEYS, ZERO_MEANS
+from batchgen.job.settings_table import DEFAULTS, DOC_BY_FIELD, JOB_KEYS, ZERO_MEANS
+from batchgen.job.template import parse_template
 
 if TYPE_CHECKING:
-    from batchgen.catalog import Catalog
-    from batchgen.records import ApiKey
+    from batchgen.job.catalog import Catalog
 
 MANIFEST_FORMATS = ("csv", "parquet", "jsonl")
 SUFFIX_FORMATS = {
@@ -168,7 +169,7 @@ def resolve_settings(
     if unknown:
         raise ValueError(f"resolve_settings: unknown flag names {unknown}")
     if catalog is None:
-        from batchgen.catalog import Catalog
+        from batchgen.job.catalog import Catalog
 
         catalog = Catalog.default()
     cwd = Path.cwd() if cwd is None else cwd
@@ -181,9 +182,8 @@ def resolve_settings(
         given = flags.get(name)
         if given is not None:
             return Value(given, "--" + name.replace("_", "-"), cwd)
-        doc = DOC_BY_FIELD[name]
-        for var in (doc.env or "").split(", "):
-            if var and environ.get(var, "") != "":
+        for var in _env_names(name):
+            if environ.get(var, "") != "":
                 return Value(environ[var], var, cwd)
         if name in job:
             return Value(job[name][0], f"{job_file}: {job[name][1]}", job_dir)
@@ -286,8 +286,6 @@ def resolve_settings(
         model = model.strip()
     template = out["template"]
     if template is not None:
-        from batchgen.manifest import parse_template
-
         parse_template(template, sources["template"])
 
     params, params_by_model, param_columns = _resolve_params(flags, job, str(job_file), catalog)
@@ -501,6 +499,11 @@ def _mapping_where(
 # --------------------------------------------------------------------------- API key
 
 
+def _env_names(name: str) -> list[str]:
+    """The environment variables of a setting, from the settings table, first one winning."""
+    return [var for var in (DOC_BY_FIELD[name].env or "").split(", ") if var]
+
+
 def _resolve_api_key(
     flags: Mapping[str, Any],
     environ: Mapping[str, str],
@@ -516,47 +519,26 @@ def _resolve_api_key(
     if flags.get("api_key_file") is not None:
         path = expand_path(Path(flags["api_key_file"]), cwd, home)
         where = f"--api-key-file {flags['api_key_file']}"
-        return _wrap_key(_read_key_file(path, where), where), where
-    if environ.get("RIVYA_API_KEY", "").strip():
-        return _wrap_key(environ["RIVYA_API_KEY"], "RIVYA_API_KEY"), "RIVYA_API_KEY"
-    for var in ("RIVYA_API_KEY_FILE", "BATCHGEN_API_KEY_FILE"):
+        return _wrap_key(read_key_file(path, where), where), where
+    for var in _env_names("api_key"):
+        if environ.get(var, "").strip():
+            return _wrap_key(environ[var], var), var
+    for var in _env_names("api_key_file"):
         if environ.get(var, "").strip():
             path = expand_path(Path(environ[var]), cwd, home)
             where = f"{var} ({environ[var]})"
-            return _wrap_key(_read_key_file(path, where), where), where
+            return _wrap_key(read_key_file(path, where), where), where
     if "api_key_file" in job:
         value, key = job["api_key_file"]
         where = f"{shown}: {key}"
         if not isinstance(value, str) or not value.strip():
             raise UsageError("expected a file path", where, "quote the path")
         path = expand_path(Path(value), job_dir, home)
-        return _wrap_key(_read_key_file(path, where), where), where
+        return _wrap_key(read_key_file(path, where), where), where
     return None, NO_KEY_SOURCE
 
 
-def _read_key_file(path: Path, where: str) -> str:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(
-            f"API key file {path} not found", where, "create it or set RIVYA_API_KEY"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise UsageError(
-            f"cannot read API key file {path}: {reason}",
-            where,
-            "check the file and its permissions",
-        ) from None
-    key = text.strip()
-    if not key:
-        raise UsageError(f"API key file {path} is empty", where, "put the rvya_sk_... key in it")
-    return key
-
-
 def _wrap_key(value: str, where: str) -> ApiKey:
-    from batchgen.records import ApiKey
-
     key = ApiKey.from_env_or_file(value.strip(), None)
     if key is None:
         raise UsageError("API key is blank", where, "give the rvya_sk_... key")

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from batchgen.filetypes import FILE_KINDS
+from batchgen.job.filetypes import FILE_KINDS
 
 MB = 1_000_000
 """The contract's megabyte: 10 MB = 10,000,000 bytes."""
@@ -43,7 +43,7 @@ DEFAULT_FILE_RULES: Mapping[str, tuple[frozenset[str], int]] = MappingProxyType(
 )
 """Files API limits when no model is given: kind -> (MIME types, max bytes)."""
 
-_DATA_FILE = Path(__file__).parent / "data" / "models.json"
+_DATA_FILE = Path(__file__).parent.parent / "data" / "models.json"
 
 # Aspect of each named size; "W:H" strings are parsed directly.
 _NAMED_ASPECTS = {
@@ -103,7 +103,7 @@ class ModelSpec:
 class ReferenceInfo:
     """A reference file as the checks see it; ``mime_type`` is detected from its signature.
 
-    ``damage`` is :func:`batchgen.filetypes.image_problem`'s verdict on its bytes:
+    ``damage`` is :func:`batchgen.job.filetypes.image_problem`'s verdict on its bytes:
     ``(rule, detail)`` when the image does not decode.
     """
 

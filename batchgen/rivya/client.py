@@ -6,9 +6,9 @@ errors to :mod:`batchgen.errors` classes by ``error.code``. Library exceptions (
 refused or dropped, timeouts, a 2xx body that is not JSON) are translated into
 :class:`~batchgen.errors.TransportError` at one choke point, :meth:`RivyaClient._send`.
 
-Every request passes through the optional :class:`~batchgen.control.RequestBudget` with a
+Every request passes through the optional :class:`~batchgen.rivya.budget.RequestBudget` with a
 priority (poll > submit > upload > other) and reports its outcome to it. Retries happen here,
-per :mod:`batchgen.retry`. The API key never appears in a repr, str or exception message.
+per :mod:`batchgen.rivya.retry`. The API key never appears in a repr, str or exception message.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from batchgen.control import Priority, RequestBudget
 from batchgen.errors import ApiError, TooLargeError, TransportError, UsageError, api_error_class
-from batchgen.records import (
+from batchgen.job.apikey import ApiKey
+from batchgen.rivya.budget import Priority, RequestBudget
+from batchgen.rivya.records import (
     TERMINAL,
-    ApiKey,
     ClientStats,
     Task,
     UploadedFile,
@@ -38,7 +38,7 @@ from batchgen.records import (
     parse_retry_after,
     unwrap,
 )
-from batchgen.retry import DISABLED_CODE, RetryPolicy, retry_delay, should_retry
+from batchgen.rivya.retry import DISABLED_CODE, RetryPolicy, retry_delay, should_retry
 
 __all__ = [
     "TERMINAL",

@@ -17,6 +17,8 @@ beside a strip of their results, and the style, aspect and candidate filters sel
 from __future__ import annotations
 
 PAGE_SIZE = 200
+DEFAULT_THUMB = 128
+"""Pixels of a thumbnail's long side (``report --thumb-size``)."""
 
 HEAD = """<!doctype html>
 <html lang="en">
