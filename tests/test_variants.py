@@ -354,3 +354,34 @@ def test_the_sample_variants_job_prices_sixteen_tasks(tmp_path: Path) -> None:
     est = json.loads(done.stdout)
     assert (est["rows"], est["tasks"], est["credits"]) == (4, 16, 8 * 4 + 8 * 6)
     assert set(est["by_axis"]) == {"style", "aspect"}
+
+
+def test_estimate_out_has_one_line_per_task(tmp_path: Path) -> None:
+    job = make_job(tmp_path / "j", {"aspect": ["1:1", "16:9"]}, rows=ROWS[:2])
+    plan = tmp_path / "plan.csv"
+    done = cli("estimate", str(job), "--out", str(plan))
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(plan, dtype=str)
+    assert list(table.columns[:4]) == ["row_number", "key", "variant", "model"]
+    assert list(zip(table["key"], table["variant"], strict=True)) == [
+        ("A1", "1:1"),
+        ("A1", "16:9"),
+        ("A2", "1:1"),
+        ("A2", "16:9"),
+    ]
+    assert list(table["credits"]) == ["4", "4", "6", "6"]
+
+
+async def test_max_credits_counts_tasks(tmp_path: Path) -> None:
+    # Two qwen-image rows x 3 aspects = 6 tasks of 4 credits; a cap of 12 fits 3 tasks.
+    rows = [{**r, "model": "qwen-image"} for r in ROWS[:2]]
+    job = make_job(tmp_path / "j", {"aspect": ["1:1", "16:9", "9:16"]}, rows=rows)
+    async with fast_sim() as srv:
+        result = await run(job, srv, max_credits=12, allow_partial=True)
+        ledger = srv.sim.ledger.snapshot()
+    assert result.exit_code == 3
+    out = read_output(tmp_path / "j" / "out" / "results.csv")
+    assert list(out["status"]) == ["succeeded"] * 3 + ["blocked"] * 3
+    assert set(out["error_code"][3:]) == {"budget_reached"}
+    assert ledger["tasks_created"] == 3
+    assert sum(b["charged"] for b in ledger["credits"].values()) == 12

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from batchgen.errors import EXIT_OK, EXIT_ROWS_FAILED, EXIT_STOPPED, BatchgenError, UsageError
 from batchgen.job.catalog import Catalog
 from batchgen.job.settings import Settings
+from batchgen.job.variants import VariantMatrix
 from batchgen.pipeline import plan as P
 from batchgen.pipeline.remote import UrlChecker
 from batchgen.pipeline.scan import scan_manifest
@@ -43,6 +44,7 @@ ROW_SCHEMA = pa.schema(
     [
         ("row_number", pa.int64()),
         ("key", pa.string()),
+        ("variant", pa.string()),  # only for a job with variants: one line per task
         ("model", pa.string()),
         ("decision", pa.string()),
         ("credits", pa.int64()),
@@ -90,9 +92,13 @@ class Estimate:
 
 
 class _RowWriter:
-    """Streams the per-row table (--out) as CSV or Parquet."""
+    """Streams the per-row table (--out) as CSV or Parquet; with variants, one line per task,
+    with its ``variant`` after the key."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, variants: bool = False) -> None:
+        self.schema = (
+            ROW_SCHEMA if variants else ROW_SCHEMA.remove(ROW_SCHEMA.get_field_index("variant"))
+        )
         suffix = path.suffix.lower()
         if suffix not in (".csv", ".parquet", ".pq"):
             raise UsageError(
@@ -101,21 +107,23 @@ class _RowWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.tmp = path, temp_beside(path)
         self.writer: Any = (
-            pacsv.CSVWriter(str(self.tmp), ROW_SCHEMA)
+            pacsv.CSVWriter(str(self.tmp), self.schema)
             if suffix == ".csv"
-            else pq.ParquetWriter(str(self.tmp), ROW_SCHEMA)
+            else pq.ParquetWriter(str(self.tmp), self.schema)
         )
 
     def write(self, plans: list[P.RowPlan]) -> None:
-        cols: dict[str, list[Any]] = {name: [] for name in ROW_SCHEMA.names}
+        cols: dict[str, list[Any]] = {name: [] for name in self.schema.names}
         for p in plans:
             cols["row_number"].append(p.spec.row_number)
             cols["key"].append(p.spec.key)
+            if "variant" in cols:
+                cols["variant"].append(p.variant.id)
             cols["model"].append(p.spec.model)
             cols["decision"].append(_DECISION[p.action])
             cols["credits"].append(p.cost if p.action == P.SUBMIT else 0)
             cols["reason"].append(p.reason)
-        self.writer.write_table(pa.table(cols, schema=ROW_SCHEMA))
+        self.writer.write_table(pa.table(cols, schema=self.schema))
 
     def close(self, complete: bool) -> None:
         """Close the table; a complete one replaces ``path`` (atomically), else it is dropped."""
@@ -145,7 +153,8 @@ def estimate(
     files = remote = reference_bytes = cached = unverified = 0
     rows_by_model: Counter[str] = Counter()
     by_axis: dict[str, dict[str, list[int]]] = {}
-    writer = _RowWriter(out) if out is not None else None
+    variants = not VariantMatrix.of(settings).empty
+    writer = _RowWriter(out, variants) if out is not None else None
     checker = (
         UrlChecker(
             settings.base_url,
