@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -46,7 +47,8 @@ ASPECTS = ["1:1", "16:9", "9:16"]
 
 
 def variant_job(folder: Path, rows: int, name: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)  # a fresh journal: nothing left from a past run
+    folder.mkdir(parents=True)
     manifest = folder / "manifest.csv"
     write_manifest(manifest, rows, models=("qwen-image", "qwen2-image"))
     job = write_job(folder, manifest, job_id=name)

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from batchgen.cli import main
 from batchgen.errors import UsageError
-from batchgen.job.settings import NO_KEY_SOURCE, resolve_settings
+from batchgen.job.settings import NO_KEY_SOURCE, default_cache_dir, resolve_settings
 from batchgen.job.settings_table import SETTINGS_DOC, SettingDoc
 from batchgen.sim.state import SimConfig
 
@@ -135,6 +135,7 @@ def expected_value(doc: SettingDoc, job: Path) -> object:
         "column named like the key": {},
         "out/<job id>/results.csv": out / "results.csv",
         "<output dir>/<job id>.journal.sqlite": out / f"{job.stem}.journal.sqlite",
+        "user cache folder": default_cache_dir(),
     }
     return computed.get(text, text)
 

@@ -288,8 +288,9 @@ def test_estimate_fetches_url_references_like_the_run(tmp_path: Path) -> None:
         ("/page.html", 200),
     ]
     assert again["remote_not_modified"] == 2 and again["decisions"] == est["decisions"]
-    # ... and neither estimate sent anything but the balance reads to the API.
-    assert ledger_before_run["requests"] == {"GET /api/v1/credits": 3}
+    # ... and neither estimate sent anything but the balance reads to the API (and the first,
+    # the public catalog's GET, which the next ones found fresh in the cache).
+    assert ledger_before_run["requests"] == {"GET /api/v1/models": 1, "GET /api/v1/credits": 3}
     assert ledger_before_run["files_uploaded"] == ledger_before_run["tasks_created"] == 0
 
     # Without fetching, every row is priced and the table says the total is unverified.

@@ -46,6 +46,9 @@ NOT_MAPPING = {
     "retry_failed": "checked by the fast path itself",
     "dry_run": "mode",
     "base_url": "service",
+    "catalog": "the catalog itself is in the digest, not where it came from",
+    "catalog_max_age": "the catalog itself is in the digest, not where it came from",
+    "cache_dir": "the catalog itself is in the digest, not where it came from",
     "api_key": "secret, and not content",
     "api_key_source": "where the key came from",
     "simulate": "service",
@@ -362,7 +365,7 @@ def test_estimate_reads_a_journal_of_an_older_version(tmp_path: Path) -> None:
     db.close()
     from batchgen.views.estimate import estimate
 
-    est = estimate(settings)
+    est = estimate(settings, catalog=Catalog.default())
     assert est.decisions == {"invalid": 2, "would_submit": 18}
     with J.Journal(settings.journal) as journal:  # a run migrates it
         names = {r[1] for r in journal.db.execute("PRAGMA table_info(rows)")}

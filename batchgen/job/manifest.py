@@ -423,6 +423,8 @@ class Manifest:
         params: dict[str, Any] = {k: v for k, v in s.params.items() if k in spec.params}
         params.update(s.params_by_model.get(model, {}))
         columns = [(k, self._param_columns[k]) for k in spec.params if k in self._param_columns]
+        if not spec.params_known:  # params the docs do not list: mapped columns are sent as is
+            columns += [(k, c) for k, c in s.param_columns.items() if k not in spec.params]
         return self.catalog.normalize_params(model, params), columns
 
 

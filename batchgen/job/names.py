@@ -11,6 +11,8 @@ is sent (see :class:`NameRegistry`).
 
 from __future__ import annotations
 
+import functools
+import re
 import string
 import unicodedata
 from collections.abc import Mapping
@@ -23,7 +25,7 @@ DEFAULT_VARIANT_NAME = "{key}/{variant}.{ext}"
 EXT_MARK = "\x1fext\x1f"
 """Stands for the extension in a stored name until the result's real format is known."""
 VALUE_CHARS = 100
-_SAFE = frozenset(string.ascii_letters + string.digits + "._-")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,12 @@ class NameTemplate:
         return "".join(out)
 
 
+@functools.lru_cache(maxsize=4096)
 def safe_value(value: str) -> str:
     """One placeholder's value as a safe piece of a file name (no separators, no dot names)."""
-    text = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode("ascii")
-    text = text.replace(":", "x").replace("/", "_").replace("\\", "_")
-    text = "".join(c if c in _SAFE else "_" for c in text)[:VALUE_CHARS]
-    text = text.strip()
+    text = value if value.isascii() else unicodedata.normalize("NFKD", value)
+    text = text.encode("ascii", "ignore").decode("ascii").replace(":", "x")
+    text = _UNSAFE.sub("_", text)[:VALUE_CHARS]
     if text in ("", ".", ".."):
         return "_"
     return "_" + text if text.startswith(".") else text

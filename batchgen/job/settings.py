@@ -99,6 +99,9 @@ class Settings:
     retry_failed: bool
     dry_run: bool
     base_url: str
+    catalog: Path | None
+    catalog_max_age: float
+    cache_dir: Path
     api_key: ApiKey | None = field(repr=False, compare=False)
     api_key_source: str
     simulate: bool
@@ -129,10 +132,11 @@ _INT_MIN = {
     "download_concurrency": 1,
     "max_credits": 0,
 }
-_FLOATS = ("rate", "task_timeout", "status_interval")
+_FLOATS = ("rate", "task_timeout", "status_interval", "catalog_max_age")
+_MAY_BE_ZERO = ("catalog_max_age",)
 _RANGES = ("poll_first", "poll_interval")
 _BOOLS = ("allow_partial", "retry_failed", "dry_run", "simulate", "quiet")
-_PATHS = ("manifest", "output", "journal", "download_dir")
+_PATHS = ("manifest", "output", "journal", "download_dir", "catalog", "cache_dir")
 _OPTIONAL_STRS = (
     "model_column", "reference_column", "model", "template", "prompt_column", "download_name",
 )  # fmt: skip
@@ -158,12 +162,14 @@ def resolve_settings(
     *,
     catalog: Catalog | None = None,
     cwd: Path | None = None,
+    check_models: bool = True,
 ) -> Settings:
     """Resolve flags (Settings field name -> value, None = not given), environment and job file.
 
-    ``catalog`` (default: the packaged one) checks model ids and param keys; ``cwd`` (default:
-    the current directory) anchors relative paths given by flags and environment variables.
-    Raises UsageError for every problem, naming the flag, variable or job-file key.
+    ``catalog`` (default: the packaged one) checks model ids and param keys, unless
+    ``check_models`` is false (a first pass, to learn where to get the catalog from); ``cwd``
+    (default: the current directory) anchors relative paths given by flags and environment
+    variables. Raises UsageError for every problem, naming the flag, variable or job-file key.
     """
     unknown = sorted(set(flags) - _FLAG_NAMES)
     if unknown:
@@ -202,7 +208,7 @@ def resolve_settings(
     for name in _FLOATS:
         v = pick(name, DEFAULTS[name])
         number = as_float(v)
-        if name not in ZERO_MEANS and number == 0:
+        if name not in ZERO_MEANS and name not in _MAY_BE_ZERO and number == 0:
             raise UsageError(f"{name} must be more than 0", v.where, "give a positive number")
         put(name, number, v.where)
     for name in ZERO_MEANS:
@@ -281,20 +287,22 @@ def resolve_settings(
         )
 
     model = out["model"]
-    if model is not None:
+    if model is not None and check_models:
         _check_model_id(catalog, model.strip(), sources["model"])
         model = model.strip()
     template = out["template"]
     if template is not None:
         parse_template(template, sources["template"])
 
-    params, params_by_model, param_columns = _resolve_params(flags, job, str(job_file), catalog)
+    params, params_by_model, param_columns = _resolve_params(
+        flags, job, str(job_file), catalog if check_models else None
+    )
     for name in _MAPPINGS:
         sources.update(_mapping_where(flags, job, name, job_file))
 
     api_key, api_key_source = _resolve_api_key(flags, environ, job, str(job_file), cwd, job_dir)
     variants, variants_by_model = _resolve_variants(
-        flags, environ, job, str(job_file), catalog, model
+        flags, environ, job, str(job_file), catalog if check_models else None, model
     )
     if out["download_name"] is not None:
         from batchgen.job.names import parse_download_name
@@ -304,10 +312,18 @@ def resolve_settings(
     out.update(
         job_file=job_path, manifest=manifest, output=output, journal=journal, model=model,
         download_dir=paths["download_dir"], base_url=base_url, params=params,
+        catalog=paths["catalog"], cache_dir=paths["cache_dir"] or default_cache_dir(),
         params_by_model=params_by_model, param_columns=param_columns, api_key=api_key,
         api_key_source=api_key_source, variants=variants, variants_by_model=variants_by_model,
     )  # fmt: skip
     return Settings(**out, sources=sources)
+
+
+def default_cache_dir() -> Path:
+    """The user's cache folder for batchgen (platformdirs: ``~/.cache/batchgen`` on Linux)."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("batchgen", appauthor=False))
 
 
 # --------------------------------------------------------------------------- job file
@@ -365,11 +381,18 @@ def _resolve_params(
     flags: Mapping[str, Any],
     job: Mapping[str, tuple[Any, str]],
     shown: str,
-    catalog: Catalog,
+    catalog: Catalog | None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, str]]:
-    """Merge job-file and flag params (flags win key by key) and check them against the catalog."""
-    all_keys = sorted({key for mid in catalog.ids() for key in _model_params(catalog, mid)})
-    all_keys.append("aspect")  # portable: mapped to each model's own size option
+    """Merge job-file and flag params (flags win key by key) and check them against the catalog
+    (None: check only their shape)."""
+    all_keys = (
+        [
+            *sorted({key for mid in catalog.ids() for key in _model_params(catalog, mid)}),
+            "aspect",  # portable: mapped to each model's own size option
+        ]
+        if catalog is not None
+        else None
+    )
 
     def table(name: str, source: Any, where: str) -> dict[str, Any]:
         if source is None:
@@ -383,7 +406,7 @@ def _resolve_params(
     params.update(table("params", flags.get("params"), "--param"))
     for key, value in params.items():
         where = "--param" if key in (flags.get("params") or {}) else job_where["params"] + "." + key
-        if key not in all_keys:
+        if all_keys is not None and key not in all_keys:
             raise UsageError(
                 f"no model in the catalog has a param {key!r}",
                 where,
@@ -399,12 +422,14 @@ def _resolve_params(
     for source, where in sources:
         for model_id, model_params in table("params_by_model", source, where).items():
             here = f"{where}.{model_id}" if where.startswith(shown) else where
-            _check_model_id(catalog, model_id, here)
+            if catalog is not None:
+                _check_model_id(catalog, model_id, here)
             merged = by_model.setdefault(model_id, {})
             merged.update(table(f"params_by_model.{model_id}", model_params, here))
-            known = [*sorted(_model_params(catalog, model_id)), "aspect"]
+            spec = catalog.get(model_id) if catalog is not None else None
+            known = [*sorted(spec.params), "aspect"] if spec is not None else []
             for key, value in merged.items():
-                if key not in known:
+                if spec is not None and spec.params_known and key not in known:
                     raise UsageError(
                         f"model {model_id!r} has no param {key!r}",
                         f"{here}.{key}",
@@ -418,7 +443,7 @@ def _resolve_params(
     columns.update(table("param_columns", flags.get("param_columns"), "--param-columns"))
     for key, column in columns.items():
         where = job_where.get("param_columns", "--param-columns") + f".{key}"
-        if key not in all_keys:
+        if all_keys is not None and key not in all_keys:
             raise UsageError(
                 f"no model in the catalog has a param {key!r}",
                 where,
@@ -434,7 +459,7 @@ def _resolve_variants(
     environ: Mapping[str, str],
     job: Mapping[str, tuple[Any, str]],
     shown: str,
-    catalog: Catalog,
+    catalog: Catalog | None,
     model: str | None,
 ) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]] | None]:
     """The variant matrix: job file, then ``--variant`` (or ``BATCHGEN_VARIANT``) axis by axis."""

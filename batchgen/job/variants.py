@@ -120,15 +120,20 @@ def _values(value: Any, where: str) -> list[str]:
 def _table(
     raw: Any,
     where: str,
-    catalog: Catalog,
+    catalog: Catalog | None,
     models: Sequence[str],
     *,
     partial: bool,
 ) -> dict[str, Any]:
-    """One ``[variants]`` table checked and normalized: {"styles", "axes", "candidates"}."""
+    """One ``[variants]`` table checked and normalized: {"styles", "axes", "candidates"}.
+
+    Without a catalog only its shape is checked (a first pass, before the catalog is known);
+    a model whose params the catalog does not know takes any param key."""
     if not isinstance(raw, Mapping):
         raise UsageError("variants must be a table", where, "see README.md, Variants")
-    all_params = sorted({k for m in catalog.ids() for k in _params_of(catalog, m)})
+    all_params = (
+        sorted({k for m in catalog.ids() for k in _params_of(catalog, m)}) if catalog else []
+    )
     out: dict[str, Any] = {"axes": {}}
     for key, value in raw.items():
         here = f"{where}.{key}"
@@ -177,7 +182,10 @@ def _table(
             out["axes"][key] = values
         else:
             known = sorted({k for m in models for k in _params_of(catalog, m)}) if partial else []
-            if (partial and key not in known) or (not partial and key not in all_params):
+            unchecked = catalog is None or (partial and not _params_known(catalog, models[0]))
+            if not unchecked and (
+                (partial and key not in known) or (not partial and key not in all_params)
+            ):
                 choices = [*(known if partial else all_params), ASPECT, STYLES_KEY, CANDIDATES_KEY]
                 what = (
                     f"model {models[0]!r} has no param {key!r}"
@@ -195,12 +203,21 @@ def _table(
     return out
 
 
-def _params_of(catalog: Catalog, model_id: str) -> Mapping[str, Any]:
-    spec = catalog.get(model_id)
+def _params_of(catalog: Catalog | None, model_id: str) -> Mapping[str, Any]:
+    spec = catalog.get(model_id) if catalog is not None else None
     return spec.params if spec is not None else {}
 
 
-def _check_options(catalog: Catalog, model: str, key: str, values: list[str], where: str) -> None:
+def _params_known(catalog: Catalog, model_id: str) -> bool:
+    spec = catalog.get(model_id)
+    return spec is not None and spec.params_known
+
+
+def _check_options(
+    catalog: Catalog | None, model: str, key: str, values: list[str], where: str
+) -> None:
+    if catalog is None:
+        return
     spec = _params_of(catalog, model).get(key)
     if spec is None or not spec.options:
         return
@@ -247,11 +264,13 @@ def resolve_variants(
     *,
     shown: str,
     flag_where: str,
-    catalog: Catalog,
+    catalog: Catalog | None,
     default_model: str | None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """The job's matrix and its per-model overrides, checked; UsageError names the key."""
-    models = [default_model] if default_model and catalog.get(default_model) else []
+    """The job's matrix and its per-model overrides, checked against ``catalog`` (None: their
+    shape only); UsageError names the key."""
+    known_default = catalog is not None and default_model and catalog.get(default_model)
+    models = [default_model] if default_model and known_default else []
     base: dict[str, Any] = {"styles": {}, "axes": {}, "candidates": 1}
     if job_table is not None:
         base = _table(job_table, f"{shown}: variants", catalog, models, partial=False)
@@ -265,7 +284,7 @@ def resolve_variants(
             )
         for model_id, table in job_by_model.items():
             where = f'{shown}: variants_by_model."{model_id}"'
-            if catalog.get(model_id) is None:
+            if catalog is not None and catalog.get(model_id) is None:
                 raise UsageError(
                     f"unknown model {model_id!r}", where, suggest(model_id, catalog.ids(), "models")
                 )

@@ -306,6 +306,7 @@ class Planner:
         job_id: str = "",
         matrix: VariantMatrix | None = None,
         download_name: str | None = None,
+        downloads: bool = True,
     ) -> None:
         self.catalog = catalog
         self.remote = remote  # fetches URL references (estimate); a run fetches when it submits
@@ -325,8 +326,11 @@ class Planner:
         self.matrix = matrix or VariantMatrix({}, {})
         if download_name is None and not self.matrix.empty:
             download_name = DEFAULT_VARIANT_NAME
+        # Names matter only to a job that downloads; they are checked (unique) when it does.
         self.names: NameTemplate | None = (
-            parse_download_name(download_name, "output.download_name") if download_name else None
+            parse_download_name(download_name, "output.download_name")
+            if download_name and downloads
+            else None
         )
         self._styles: dict[str, Template] = {}
         self.keys = KeySet()  # the keys of earlier batches, to find duplicates
@@ -699,6 +703,8 @@ class Planner:
         assert spec.model is not None
         plan.action = SUBMIT
         plan.cost = self.catalog.cost(spec.model, params)
+        if self.journal is None:
+            return plan  # nothing to compare with or to record: no fingerprint needed
         plan.fingerprint = fp = fingerprint(spec.model, prompt, params, _identity(ref), variant.id)
         if prev is None:
             return plan

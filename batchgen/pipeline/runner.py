@@ -30,8 +30,17 @@ from batchgen.job.manifest import Manifest
 from batchgen.job.settings import Settings
 from batchgen.job.variants import VariantMatrix
 from batchgen.pipeline import plan as P
+from batchgen.pipeline.catalog_fetch import CatalogSource, load_catalog
 from batchgen.pipeline.engine import STOP_AUTH, STOP_CREDITS, STOP_SIGNAL, CreditGovernor, Engine
 from batchgen.pipeline.polling import PollScheduler
+from batchgen.pipeline.prices import (
+    PriceBook,
+    PriceChange,
+    apply_observed,
+    describe_change,
+    observed_prices,
+    remember,
+)
 from batchgen.pipeline.progress import Reporter
 from batchgen.pipeline.scan import ScanResult, scan_manifest
 from batchgen.pipeline.upload import Uploader
@@ -81,8 +90,13 @@ def make_client(settings: Settings, base_url: str, api_key: Any) -> RivyaClient:
 async def run_job(
     settings: Settings, reporter: Reporter, *, catalog: Catalog | None = None
 ) -> RunResult:
-    """Run a job to the end (or a stop). UsageError and LockHeld propagate to the CLI."""
-    catalog = catalog or Catalog.default()
+    """Run a job to the end (or a stop). UsageError and LockHeld propagate to the CLI.
+
+    Without ``catalog``, the catalog comes from the service, its cache or the shipped copy
+    (pipeline.catalog_fetch); prices the service charged in earlier runs replace the catalog's.
+    """
+    if catalog is None:
+        catalog = await load_catalog(CatalogSource.of(settings), warn=reporter.warn)
     manifest = Manifest.open(settings, catalog)  # bad manifest or columns: exit 2 first
     if settings.api_key is None and not settings.simulate:
         raise UsageError(
@@ -99,6 +113,14 @@ async def run_job(
                 " resuming its journal",
             )
         journal.set_meta("job_id", settings.job_id)
+        earlier = observed_prices(journal, catalog)
+        for change in earlier:
+            reporter.warn(
+                describe_change(change) + f", seen on {change.as_dict()['seen_at']}: priced at "
+                f"{change.server_credits}"
+            )
+        catalog = apply_observed(catalog, earlier)
+        reporter.catalog = catalog.origin.short(time.time())
         run_id = journal.start_run(os.getpid(), "run")
         scan = scan_manifest(settings, catalog, journal, run_id, manifest=manifest)
         for message in scan.invalid_messages:
@@ -126,6 +148,10 @@ async def run_job(
             axes=VariantMatrix.of(settings).axes(),
         )
         summary = summarize(journal, run_id, scan, reporter, started, result.totals)
+        summary["catalog"] = catalog.origin.as_dict(time.time())
+        changes = result.summary.get("price_changes")
+        if changes or earlier:
+            summary["price_changes"] = changes or [c.as_dict() for c in earlier]
         http = result.summary.get("http")
         if http:
             summary["http"] = http
@@ -156,8 +182,11 @@ async def _work(
     api_key: Any,
 ) -> RunResult:
     async with make_client(settings, base_url, api_key) as client:
-        result = await _drive(settings, reporter, catalog, journal, run_id, scan, client)
+        changes: list[PriceChange] = []
+        result = await _drive(settings, reporter, catalog, journal, run_id, scan, client, changes)
         result.summary["http"] = client.stats.snapshot()
+        if changes:
+            result.summary["price_changes"] = [c.as_dict() for c in changes]
         return result
 
 
@@ -169,6 +198,7 @@ async def _drive(
     run_id: int,
     scan: ScanResult,
     client: RivyaClient,
+    changes: list[PriceChange],
 ) -> RunResult:
     to_submit = scan.actions[P.SUBMIT]
     to_resume = scan.actions[P.RESUME]
@@ -228,6 +258,17 @@ async def _drive(
             emit=reporter.emit,
         )
         reporter.watch_downloads(lambda: downloader.pending if downloader is not None else 0)
+
+    def on_change(change: PriceChange) -> None:
+        changes.append(change)
+        remember(journal, change)
+        reporter.warn(
+            describe_change(change) + f": the rest of the run uses {change.server_credits}"
+        )
+
+    prices = PriceBook(
+        catalog, strict=settings.max_credits is not None, on_change=on_change, clock=time.time
+    )
     engine = Engine(
         job_id=settings.job_id,
         run_id=run_id,
@@ -241,6 +282,7 @@ async def _drive(
         task_timeout=settings.task_timeout,
         emit=reporter.emit,
         on_success=downloader.enqueue if downloader is not None else None,
+        prices=prices,
     )
     reporter.begin(to_submit, to_resume, uploads=scan.references)
     got_signal: list[int] = []

@@ -195,4 +195,5 @@ def make_planner(
         job_id=settings.job_id,
         matrix=VariantMatrix.of(settings),
         download_name=settings.download_name,
+        downloads=settings.download_dir is not None,
     )

@@ -179,6 +179,34 @@ class RivyaClient:
             raise TransportError("unexpected response: the models payload is not an object")
         return payload
 
+    async def get_models(
+        self, *, etag: str | None = None, last_modified: str | None = None
+    ) -> Media:
+        """``GET /api/v1/models`` without a key, conditional when given the validators of an
+        earlier answer: a 304 comes back as ``not_modified`` with an empty body. The body is
+        left unparsed (the caller judges it: a malformed catalog is not a transport error)."""
+        headers = dict(self._h_public)
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        try:
+            status, resp_headers, body = await self._call(
+                "models", "GET", self._api + "/models", headers, use_budget=False
+            )
+        except ApiError as exc:
+            if exc.status != 304 or not (etag or last_modified):
+                raise
+            status, resp_headers, body = 304, exc.headers, b""
+        ctype = resp_headers.get("Content-Type")
+        return Media(
+            status=status,
+            body=body,
+            content_type=(ctype.split(";", 1)[0].strip().lower() or None) if ctype else None,
+            etag=resp_headers.get("ETag"),
+            last_modified=resp_headers.get("Last-Modified"),
+        )
+
     async def upload_file(
         self,
         data: bytes,

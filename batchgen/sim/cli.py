@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from pathlib import Path
 
 import click
 
@@ -142,6 +143,14 @@ _D = SimConfig()
 )
 @click.option("--seed", default=_D.seed, type=int, help="Seed of every random choice.")
 @click.option("--access-log", is_flag=True, help="Log every request to stderr.")
+@click.option(
+    "--catalog",
+    "catalog_file",
+    default=None,
+    metavar="FILE",
+    help="Serve and enforce this model catalog (a GET /api/v1/models answer) instead of the "
+    "shipped one.",
+)
 def sim_command(
     host: str,
     port: int,
@@ -167,6 +176,7 @@ def sim_command(
     api_key: str | None,
     seed: int | None,
     access_log: bool,
+    catalog_file: str | None,
 ) -> None:
     """Run a local Rivya API v1 simulator.
 
@@ -199,7 +209,19 @@ def sim_command(
         api_key=api_key,
         seed=seed,
     )
-    server = SimServer(config, host=host, port=port, access_log=access_log)
+    catalog = None
+    if catalog_file is not None:
+        from batchgen.job.catalog import Catalog, CatalogError
+
+        try:
+            catalog = Catalog.from_file(Path(catalog_file))
+        except (OSError, CatalogError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise click.BadParameter(
+                f"{catalog_file}: {reason}; give a GET /api/v1/models answer saved as JSON",
+                param_hint="--catalog",
+            ) from None
+    server = SimServer(config, host=host, port=port, access_log=access_log, catalog=catalog)
     if access_log:
         import logging
 

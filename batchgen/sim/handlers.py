@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import BodyPartReader, web
 
-from batchgen.job.catalog import REFERENCE_PARAM, ReferenceInfo, Violation
+from batchgen.job.catalog import REFERENCE_PARAM, Catalog, ReferenceInfo, Violation
 from batchgen.job.filetypes import image_problem, sniff_mime
 from batchgen.sim.images import CONTENT_TYPES, EXTENSIONS, render
 from batchgen.sim.state import FileRecord, InsufficientCredits, Task, fingerprint, iso
@@ -68,7 +68,11 @@ class Handlers:
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
         self.state = sim.state
-        self.catalog = sim.catalog
+
+    @property
+    def catalog(self) -> Catalog:
+        """The simulator's current catalog (tests may replace it while it serves)."""
+        return self.sim.catalog
 
     def _invalid(self, violations: list[Violation]) -> web.Response:
         return self.sim.error(

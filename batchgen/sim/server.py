@@ -45,6 +45,10 @@ class SimServer:
         """The simulator's configuration (knobs may be changed while it runs)."""
         return self.sim.config
 
+    def set_catalog(self, catalog: Catalog) -> None:
+        """Serve and enforce ``catalog`` from now on (a changed price, a new model, ...)."""
+        self.sim.set_catalog(catalog)
+
     @property
     def api_key(self) -> str:
         """A ready key of the default account, with every scope."""

@@ -1,8 +1,9 @@
 """``batchgen estimate`` (= ``run --dry-run``): exact cost before spending anything.
 
 It plans the manifest through the very code ``run`` uses (pipeline.plan via scan_manifest), reads
-the journal without writing it, and sends no POST of any kind: with an API key it only reads the
-balance (``GET /credits``); without one it works offline, but for URL references: it GETs them
+the journal without writing it, and sends no POST of any kind: it reads the public model catalog
+(``GET /models``, unless its cache is fresh; pipeline.catalog_fetch), with an API key the
+balance (``GET /credits``); and for URL references, it GETs them
 (pipeline.remote) and judges them as ``run`` will, unless told not to (``--no-fetch``: then the
 total is said to be unverified).
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +30,8 @@ from batchgen.job.catalog import Catalog
 from batchgen.job.settings import Settings
 from batchgen.job.variants import VariantMatrix
 from batchgen.pipeline import plan as P
+from batchgen.pipeline.catalog_fetch import CatalogSource, load_catalog_sync
+from batchgen.pipeline.prices import apply_observed, observed_prices
 from batchgen.pipeline.remote import UrlChecker
 from batchgen.pipeline.scan import scan_manifest
 from batchgen.store import journal as J
@@ -89,6 +93,11 @@ class Estimate:
     affordable: bool = True
     verdict: str = ""
     invalid_examples: list[str] = field(default_factory=list)
+    # Which catalog priced the rows (source, location, fetched_at, age_seconds, description),
+    # and the models the service charged differently in earlier runs (priced at its figure).
+    catalog: dict[str, Any] = field(default_factory=dict)
+    price_changes: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 class _RowWriter:
@@ -146,9 +155,14 @@ def estimate(
     fetch: bool = True,
 ) -> Estimate:
     """Plan the job and price it; with ``fetch``, GET its URL references and judge them (the
-    only network here; the balance is :func:`fetch_balance`)."""
-    catalog = catalog or Catalog.default()
+    network here, with the catalog's one GET when ``catalog`` is not given; the balance is
+    :func:`fetch_balance`)."""
+    warnings: list[str] = []
+    if catalog is None:
+        catalog = load_catalog_sync(CatalogSource.of(settings), warn=warnings.append)
     journal = J.Journal(settings.journal, readonly=True) if settings.journal.exists() else None
+    changes = observed_prices(journal, catalog)
+    catalog = apply_observed(catalog, changes)
     distinct = KeySet()  # the references counted so far (on disk: any number of rows)
     files = remote = reference_bytes = cached = unverified = 0
     rows_by_model: Counter[str] = Counter()
@@ -213,6 +227,9 @@ def estimate(
         if journal is not None:
             journal.close()
     est = Estimate(job_id=settings.job_id, max_credits=settings.max_credits)
+    est.catalog = catalog.origin.as_dict(time.time())
+    est.price_changes = [c.as_dict() for c in changes]
+    est.warnings = warnings
     est.rows = scan.manifest_rows
     est.tasks = scan.rows
     est.by_axis = by_axis
@@ -351,6 +368,14 @@ def render(est: Estimate) -> str:
             f"{est.remote_not_modified} unchanged since the last estimate"
         )
     lines.append(f"  duration: {_hms(lo)} to {_hms(hi)} ({est.duration_basis})")
+    if est.catalog:
+        lines.append(f"  catalog: {est.catalog['description']}")
+    for change in est.price_changes:
+        lines.append(
+            f"  price changed: {change['model']} costs {change['server_credits']} credits per task"
+            f" (the service reserved it on {change['seen_at']}; the catalog says "
+            f"{change['catalog_credits']}): priced at {change['server_credits']}"
+        )
     if est.max_credits is not None:
         lines.append(f"  --max-credits: {est.max_credits}")
     if est.balance is not None:
@@ -368,11 +393,20 @@ def _hms(seconds: float) -> str:
     return f"{h}h{m:02d}m{sec:02d}s" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
 
 
-def run_estimate(settings: Settings, *, as_json: bool, out: Path | None, fetch: bool = True) -> int:
+def run_estimate(
+    settings: Settings,
+    *,
+    as_json: bool,
+    out: Path | None,
+    fetch: bool = True,
+    catalog: Catalog | None = None,
+) -> int:
     """The CLI's estimate: print the table (or JSON) and return the exit code."""
     import click
 
-    est = estimate(settings, out=out, fetch=fetch)
+    est = estimate(settings, out=out, fetch=fetch, catalog=catalog)
+    for warning in est.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     if settings.api_key is not None and not settings.simulate:
         try:
             est.balance = asyncio.run(fetch_balance(settings))
