@@ -201,6 +201,7 @@ def _in_own_loop(func: Callable[[], T]) -> T:
 
 def _run_settings(settings: Settings, catalog: Catalog) -> Result:
     from batchgen.errors import EXIT_LOCKED
+    from batchgen.job.variants import VariantMatrix
     from batchgen.pipeline.progress import Reporter
     from batchgen.pipeline.runner import run_job
     from batchgen.store import journal as J
@@ -226,6 +227,7 @@ def _run_settings(settings: Settings, catalog: Catalog) -> Result:
             id_column=settings.id_column,
             passthrough=settings.passthrough,
             current_run=run_id,
+            axes=VariantMatrix.of(settings).axes(),
         )
     return Result(table=table, summary=summary, exit_code=code)
 

@@ -62,6 +62,9 @@ NOT_MAPPING = {
     "base_dir": "the folder of relative references: in the digest (the planner's seed)",
     "output_url": "where results go",
     "download_url": "where images go",
+    "variants": "each variant's definition is in its task's digest (Planner.task_digest)",
+    "variants_by_model": "each variant's definition is in its task's digest",
+    "download_name": "the name template is in each task's digest when set",
 }
 
 

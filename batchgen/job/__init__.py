@@ -1,4 +1,5 @@
-"""What the user asks for: the job's settings, its manifest, the model catalog, file types.
+"""What the user asks for: the job's settings, its manifest, the model catalog, file types,
+variants and download names.
 
 Pure and synchronous: no journal, and no network but :mod:`.storage`, the one reader and writer
 of files given as URLs (object stores and https, through fsspec). Imports only

@@ -32,6 +32,7 @@ from batchgen.errors import (
 from batchgen.job.catalog import Catalog
 from batchgen.job.manifest import Manifest
 from batchgen.job.settings import Settings
+from batchgen.job.variants import VariantMatrix
 from batchgen.pipeline import plan as P
 from batchgen.pipeline.catalog_fetch import CatalogSource, load_catalog
 from batchgen.pipeline.engine import Engine
@@ -167,6 +168,7 @@ async def run_job(
                 id_column=settings.id_column,
                 passthrough=settings.passthrough,
                 current_run=run_id,
+                axes=VariantMatrix.of(settings).axes(),
             )
             output_error = None
             if settings.output_url is not None:
@@ -500,4 +502,10 @@ def summarize(
         "errors": dict(sorted(totals.errors.items())),
         "wall_seconds": round(time.monotonic() - started, 2),
         **({"downloads": downloads} if downloads else {}),
+        # A job with variants counts tasks (``rows`` above); how many manifest rows they are:
+        **(
+            {"manifest_rows": scan.manifest_rows, "tasks": totals.rows}
+            if scan.manifest_rows != scan.rows
+            else {}
+        ),
     }
