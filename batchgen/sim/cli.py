@@ -59,6 +59,12 @@ _D = SimConfig()
     "--latency", default=_D.latency, show_default=True, type=float, help="Median seconds per task."
 )
 @click.option(
+    "--latency-by-model",
+    default="",
+    metavar="MODEL=SECONDS,...",
+    help="Median seconds per task of some models (the others use --latency).",
+)
+@click.option(
     "--latency-sigma",
     default=_D.latency_sigma,
     show_default=True,
@@ -150,6 +156,7 @@ def sim_command(
     burst: int | None,
     no_rate_headers: bool,
     latency: float,
+    latency_by_model: str,
     latency_sigma: float,
     queue_time: float,
     failure_rate: float,
@@ -184,6 +191,7 @@ def sim_command(
         create_status=int(create_status),
         insufficient_status=insufficient_status,
         latency=latency,
+        latency_by_model=_latency_by_model(latency_by_model),
         latency_sigma=latency_sigma,
         queue_time=queue_time,
         failure_rate=failure_rate,
@@ -208,6 +216,26 @@ def sim_command(
         asyncio.run(_serve(server))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
+
+
+def _latency_by_model(text: str) -> dict[str, float]:
+    """``qwen-image=3,qwen2-image=15`` as ``{"qwen-image": 3.0, "qwen2-image": 15.0}``."""
+    out: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        model, sep, value = item.partition("=")
+        try:
+            seconds = float(value) if sep and model.strip() else -1.0
+        except ValueError:
+            seconds = -1.0
+        if seconds < 0 or seconds != seconds:
+            raise click.BadParameter(
+                f"{item!r} is not MODEL=SECONDS (e.g. qwen-image=3,qwen2-image=15)",
+                param_hint="--latency-by-model",
+            )
+        out[model.strip()] = seconds
+    return out
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -89,11 +89,12 @@ class Faults:
             return median
         return median * math.exp(self.rng.gauss(0.0, sigma))
 
-    def task_timing(self) -> tuple[float, float, str, bool]:
-        """``(queue seconds, processing seconds, outcome, stuck)`` of a new task."""
+    def task_timing(self, model: str | None = None) -> tuple[float, float, str, bool]:
+        """``(queue seconds, processing seconds, outcome, stuck)`` of a new task of ``model``
+        (its median from ``latency_by_model``, else ``latency``)."""
         cfg = self.config
         queue_s = self.lognormal(cfg.queue_time)
-        run_s = self.lognormal(cfg.latency)
+        run_s = self.lognormal((cfg.latency_by_model or {}).get(model or "", cfg.latency))
         outcome = "failed" if self.hit(cfg.failure_rate) else "succeeded"
         return queue_s, run_s, outcome, self.hit(cfg.stuck_rate)
 

@@ -125,7 +125,7 @@ class Handlers:
             if violations:
                 return self._invalid(violations)
             aspect, fmt = self.catalog.image_target(model, body.get("params") or {})
-            queue_s, run_s, outcome, stuck = sim.faults.task_timing()
+            queue_s, run_s, outcome, stuck = sim.faults.task_timing(model)
             try:
                 task = self.state.create_task(
                     task_id=f"task_{sim.faults.token()}",

@@ -72,6 +72,7 @@ class SimConfig:
     create_status: int = 202  # status of a successful (non-replayed) create: 200, 201 or 202
     insufficient_status: int = 402
     latency: float = 2.0  # median seconds of processing (log-normal)
+    latency_by_model: dict[str, float] = field(default_factory=dict)  # model id -> its median
     latency_sigma: float = 0.4  # sigma of the log-normal latency and queue time
     queue_time: float = 0.2  # median seconds queued before processing (0 = none)
     failure_rate: float = 0.0  # tasks ending failed with generation_failed
@@ -101,6 +102,7 @@ RUNTIME_KNOBS = frozenset(
         "create_status",
         "insufficient_status",
         "latency",
+        "latency_by_model",
         "latency_sigma",
         "queue_time",
         "failure_rate",
