@@ -247,6 +247,7 @@ class Handlers:
         task = self.state.get_task(request[ACCOUNT_KEY], request.match_info["task_id"])
         if task is None:
             return self.sim.error(404, "not_found", "No such task for this account.")
+        self.sim.ledger.poll(task.model)
         return web.json_response(self.task_json(task, _origin(request)))
 
     async def get_credits(self, request: web.Request) -> web.Response:

@@ -161,6 +161,9 @@ class Ledger:
         self.files_by_client_request_id: Counter[str] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0
+        self.polls_by_model: Counter[str] = Counter()
+        # rate-limited requests by tenth of a second (epoch * 10): [allowed, refused with 429]
+        self.rate_timeline: dict[int, list[int]] = {}
         self.before_read: Callable[[], object] | None = None
 
     def account(self, account_id: str) -> dict[str, int]:
@@ -191,6 +194,19 @@ class Ledger:
             self.responses[str(status)] += 1
             if code:
                 self.errors[code] += 1
+
+    def rate_decision(self, now: float, allowed: bool) -> None:
+        """Count one request checked against the rate limit, by tenth of a second."""
+        with self.lock:
+            slot = self.rate_timeline.get(int(now * 10))
+            if slot is None:
+                slot = self.rate_timeline[int(now * 10)] = [0, 0]
+            slot[0 if allowed else 1] += 1
+
+    def poll(self, model: str) -> None:
+        """Count one answered poll of a task of ``model``."""
+        with self.lock:
+            self.polls_by_model[model] += 1
 
     def fault(self, name: str) -> None:
         """Count an injected fault."""
@@ -224,6 +240,8 @@ class Ledger:
                 "files_by_client_request_id": dict(self.files_by_client_request_id),
                 "in_flight": self.in_flight,
                 "max_in_flight": self.max_in_flight,
+                "polls_by_model": dict(self.polls_by_model),
+                "rate_timeline": {str(k): v for k, v in sorted(self.rate_timeline.items())},
             }
 
 
