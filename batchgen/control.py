@@ -58,8 +58,30 @@ DEFAULT_INITIAL_RATE = 100.0
 DEFAULT_MIN_RATE = 0.2
 BETA = 0.7
 """Multiplicative decrease on a 429 (TCP CUBIC's value)."""
-RECOVERY_SECONDS = 6.0
-"""Rate-limited seconds the cubic probe takes to climb back to the rate of the last 429."""
+RECOVERY_RTTS = 30.0
+"""Round trips (of rate-limited time) the cubic probe takes at least to climb back to the rate
+of the last 429: recovery runs on a clock of round trips, not seconds..."""
+RECOVERY_REQUESTS = 120.0
+"""...and lasts at least this many requests' worth of time, so the 429s of each probe stay a
+small fraction of the requests."""
+DEFAULT_RTT = 0.05
+"""Seconds of a round trip before one is measured."""
+RTT_GAIN = 0.125
+"""Weight of a new round-trip sample in the smoothed round trip (as TCP's SRTT)."""
+HEADROOM_SHARE = 0.5
+"""An accepted answer whose ``X-RateLimit-Remaining`` is at least this share of
+``X-RateLimit-Limit`` says the account's bucket is filling: the account is below its limit."""
+HEADROOM_RTTS = 4.0
+"""Headroom seen within this many round trips (at least ``HEADROOM_MEMORY`` s) still counts."""
+HEADROOM_MEMORY = 0.25
+PROBE_DOUBLING_RTTS = 8.0
+"""With headroom, the rate doubles every this many round trips of rate-limited time..."""
+PROBE_MIN_DOUBLING = 0.25
+"""...but no faster than once per this many seconds."""
+CLOSE_SHARE = 0.5
+"""A 429 comes "close to the limit" when the service accepted at least this share of our rate
+over the last window and accepted something since the last decrease: then it is a small
+overshoot, and the decrease alone answers it, without a ``Retry-After`` pause."""
 SLOW_START_DOUBLING = 0.25
 """Rate-limited seconds per doubling of the rate before the first 429."""
 BURST_SECONDS = 0.05
@@ -70,9 +92,11 @@ WINDOW_EVENTS = 10.0
 """...or as long as it takes to see about this many answers at the current rate..."""
 MAX_RATE_WINDOW = 30.0
 """...but never longer than this."""
-RECOVERY_REQUESTS = 120.0
-"""At low rates the cubic recovery lasts at least this many requests' worth of time, so the
-429s of each probe stay a small fraction of the requests."""
+HEADROOM_PERSIST_RTTS = 10.0
+"""Beyond the rate of the last 429, fast growth needs headroom seen without a break for this
+many round trips (at least ``HEADROOM_PERSIST`` s): a limit that rose, not a bucket refilling
+after the last decrease."""
+HEADROOM_PERSIST = 0.5
 PAUSE_CAP = 120.0
 """A Retry-After / X-RateLimit-Reset pause is clamped to this many seconds."""
 EPOCH_THRESHOLD = 1e9
@@ -146,7 +170,7 @@ class RequestBudget:
         initial_rate: float = DEFAULT_INITIAL_RATE,
         min_rate: float = DEFAULT_MIN_RATE,
         beta: float = BETA,
-        recovery_seconds: float = RECOVERY_SECONDS,
+        recovery_rtts: float = RECOVERY_RTTS,
         slow_start_doubling: float = SLOW_START_DOUBLING,
         retry_ratio: float = DEFAULT_RETRY_RATIO,
         retry_floor_rate: float = DEFAULT_RETRY_FLOOR_RATE,
@@ -164,9 +188,10 @@ class RequestBudget:
         self.max_rate = max_rate
         self.min_rate = min_rate
         self._beta = beta
-        self._recovery = recovery_seconds
-        self._k = recovery_seconds
-        self._cubic_c = (1.0 - beta) / recovery_seconds**3
+        self._recovery_rtts = recovery_rtts
+        self._srtt = DEFAULT_RTT
+        self._k = self._recovery_k(max(initial_rate, min_rate))
+        self._cubic_c = (1.0 - beta) / self._k**3
         self._doubling = slow_start_doubling
         self._clock = clock
         self._sleep = sleep
@@ -188,6 +213,10 @@ class RequestBudget:
         self._w_max = self._rate
         self._grow_time = 0.0  # rate-limited seconds since the last decrease
         self._last_decrease = -math.inf
+        self._accepted_since_decrease = True
+        self._event_close = False  # whether the last congestion event came close to the limit
+        self._headroom_at = -math.inf  # last accepted answer showing a filling account bucket
+        self._headroom_since = math.inf  # start of the current run of such answers
         # accepted (non-429) responses in a sliding window
         self._win_start = -math.inf
         self._win_len = RATE_WINDOW
@@ -248,27 +277,47 @@ class RequestBudget:
         """
         self.responses += 1
         now = self._clock()
+        if started is not None and status is not None and now >= started:
+            self._srtt += RTT_GAIN * (now - started - self._srtt)
         if status != 429:
+            if status is None:
+                return
             if self._trust_limit and not self._limit_seen and headers is not None:
                 self._first_limit(headers)
-            # (X-RateLimit-Remaining is not used: answers arrive out of order, and zeroing the
-            # bucket on every "0" starves a sender that runs right at the limit.)
-            if status is not None:
-                self._count_accepted(now)
+            # X-RateLimit-Remaining is information about the rate, never a stop: answers arrive
+            # out of order, and zeroing the bucket on every "0" starves a sender that runs
+            # right at the limit. A bucket that fills says the account has rate to spare.
+            if headers is not None:
+                self._note_headroom(headers, now)
+            self._count_accepted(now)
+            self._accepted_since_decrease = True
             return
         self.throttled += 1
+        self._headroom_at, self._headroom_since = -math.inf, math.inf
         prev_pause = self._paused_until
-        pause = retry_after
-        if pause is None and headers is not None:
-            pause = self._reset_seconds(headers.get("X-RateLimit-Reset"))
-        if pause is not None and pause > 0:
-            self._paused_until = max(self._paused_until, now + min(pause, PAUSE_CAP))
+        new_event = not (
+            (started is not None and started < self._last_decrease)
+            or (started is None and now - self._last_decrease < 1.0 / self._rate)
+        )
+        if new_event:
+            # Close to the limit: the service took about our rate until now and took something
+            # since the last decrease. Retry-After comes in whole seconds, a far longer wait
+            # than a small overshoot needs: the decrease answers it, and the bucket is emptied.
+            # Far from it (slow start overshot, or the decrease did not help): honour the pause.
+            self._event_close = (
+                self._accepted_since_decrease
+                and self._accepted_rate(now) >= CLOSE_SHARE * self._rate
+            )
+        if not self._event_close:
+            pause = retry_after
+            if pause is None and headers is not None:
+                pause = self._reset_seconds(headers.get("X-RateLimit-Reset"))
+            if pause is not None and pause > 0:
+                self._paused_until = max(self._paused_until, now + min(pause, PAUSE_CAP))
         self._refill(now)
         self._tokens = min(self._tokens, 0.0)
-        if started is not None and started < self._last_decrease:
+        if not new_event:
             return  # sent before the last decrease: same congestion event
-        if started is None and now - self._last_decrease < 1.0 / self._rate:
-            return
         # Decrease from the rate the service was accepting when that is below our own setting
         # (slow start can overshoot the limit many times over before the first 429 comes back).
         # A pause inside the measuring window makes that measure too low when the service's
@@ -281,11 +330,12 @@ class RequestBudget:
             base = accepted
         self._w_max = max(base, self.min_rate)
         self._rate = self._clamp(base * self._beta)
-        self._k = max(self._recovery, RECOVERY_REQUESTS / self._w_max)
+        self._k = self._recovery_k(self._w_max)
         self._cubic_c = (1.0 - self._beta) / self._k**3
         self._slow_start = False
         self._grow_time = 0.0
         self._last_decrease = now
+        self._accepted_since_decrease = False
         self.decreases += 1
 
     async def retry_permit(self) -> None:
@@ -378,11 +428,31 @@ class RequestBudget:
             tokens = self._tokens + dt * self._rate
             self._tokens = tokens if tokens < burst else burst
 
+    def _recovery_k(self, w_max: float) -> float:
+        """Rate-limited seconds of the cubic climb back to ``w_max``: a number of round trips,
+        and at least ``RECOVERY_REQUESTS`` requests' worth of time."""
+        return max(self._recovery_rtts * self._srtt, RECOVERY_REQUESTS / max(w_max, 1e-9))
+
     def _grow(self, dt: float) -> None:
         if dt <= 0.0 or (self.max_rate is not None and self._rate >= self.max_rate):
             return
         if self._slow_start:
             self._rate = self._clamp(self._rate * 2.0 ** (dt / self._doubling))
+            return
+        now = self._clock()
+        if now - self._headroom_at <= max(HEADROOM_MEMORY, HEADROOM_RTTS * self._srtt) and (
+            self._rate < self._w_max
+            or now - self._headroom_since
+            >= max(HEADROOM_PERSIST, HEADROOM_PERSIST_RTTS * self._srtt)
+        ):
+            # The account's bucket fills while we wait on ours: the limit is above our rate.
+            # Double on a clock of round trips; beyond the rate of the last 429 only while the
+            # headroom persists, and the cubic resumes from there, flat at first.
+            doubling = max(PROBE_MIN_DOUBLING, PROBE_DOUBLING_RTTS * self._srtt)
+            self._rate = self._clamp(self._rate * 2.0 ** (dt / doubling))
+            if self._rate > self._w_max:
+                self._w_max = self._rate
+                self._grow_time = self._k
             return
         # Relative CUBIC: beta * w_max right after the decrease, w_max again after
         # ``recovery_seconds`` of growth time, then accelerating beyond it.
@@ -440,6 +510,18 @@ class RequestBudget:
             self._rate = self._clamp(limit)
             self._w_max = self._rate
 
+    def _note_headroom(self, headers: Mapping[str, str], now: float) -> None:
+        limit = _first_number(headers.get("X-RateLimit-Limit"))
+        remaining = _first_number(headers.get("X-RateLimit-Remaining"))
+        if limit is None or remaining is None or limit < 2:
+            return
+        if remaining >= HEADROOM_SHARE * limit:
+            self._headroom_at = now
+            if self._headroom_since == math.inf:
+                self._headroom_since = now
+        else:
+            self._headroom_since = math.inf
+
     def _reset_seconds(self, raw: str | None) -> float | None:
         if raw is None:
             return None
@@ -462,3 +544,13 @@ class RequestBudget:
         if dt > 0:
             self._retry_refilled = now
             self._retry_tokens = min(self._retry_cap, self._retry_tokens + dt * self._retry_floor)
+
+
+def _first_number(raw: str | None) -> float | None:
+    """The first number of a rate-limit header (``"100"``, ``"100, 100;w=60"``), or None."""
+    if raw is None:
+        return None
+    try:
+        return float(raw.split(",")[0].split(";")[0])
+    except ValueError:
+        return None
