@@ -48,6 +48,7 @@ from types import TracebackType
 from typing import Any
 
 from batchgen.polling import PollScheduler
+from batchgen.share import AccountShare
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
@@ -97,6 +98,12 @@ HEADROOM_PERSIST_RTTS = 10.0
 many round trips (at least ``HEADROOM_PERSIST`` s): a limit that rose, not a bucket refilling
 after the last decrease."""
 HEADROOM_PERSIST = 0.5
+FAIR_SLACK = 1.15
+"""With an :class:`~batchgen.share.AccountShare`, the rate grows no further than this many times
+the fair share of the account..."""
+FAIR_CUT = 1.3
+"""...and above this many times it, it eases down (by ``FAIR_EASE`` per sync) towards it."""
+FAIR_EASE = 0.9
 PAUSE_CAP = 120.0
 """A Retry-After / X-RateLimit-Reset pause is clamped to this many seconds."""
 EPOCH_THRESHOLD = 1e9
@@ -179,6 +186,7 @@ class RequestBudget:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         wall_clock: Clock = time.time,
+        share: AccountShare | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -228,6 +236,7 @@ class RequestBudget:
         self.responses = 0
         self.throttled = 0
         self.decreases = 0
+        self._share = share
         # retry budget
         self._retry_ratio = retry_ratio
         self._retry_floor = retry_floor_rate
@@ -291,6 +300,8 @@ class RequestBudget:
                 self._note_headroom(headers, now)
             self._count_accepted(now)
             self._accepted_since_decrease = True
+            if self._share is not None and self._share.due():
+                self._sync_share(now)
             return
         self.throttled += 1
         self._headroom_at, self._headroom_since = -math.inf, math.inf
@@ -428,6 +439,20 @@ class RequestBudget:
             tokens = self._tokens + dt * self._rate
             self._tokens = tokens if tokens < burst else burst
 
+    def close(self) -> None:
+        """Leave the account's share, if any (the run is over)."""
+        if self._share is not None:
+            self._share.close()
+
+    def _sync_share(self, now: float) -> None:
+        assert self._share is not None
+        fair = self._share.sync(self._accepted_rate(now), self.pressured)
+        if fair is not None and self._rate > FAIR_CUT * fair:
+            # More than our share of what the rate-bound runs on this account get together:
+            # ease down towards it (the others grow into what we leave).
+            self._rate = self._clamp(max(FAIR_SLACK * fair, self._rate * FAIR_EASE))
+            self._w_max = min(self._w_max, max(self._rate, fair))
+
     def _recovery_k(self, w_max: float) -> float:
         """Rate-limited seconds of the cubic climb back to ``w_max``: a number of round trips,
         and at least ``RECOVERY_REQUESTS`` requests' worth of time."""
@@ -439,6 +464,9 @@ class RequestBudget:
         if self._slow_start:
             self._rate = self._clamp(self._rate * 2.0 ** (dt / self._doubling))
             return
+        fair = self._share.fair if self._share is not None else None
+        if fair is not None and self._rate >= FAIR_SLACK * fair:
+            return  # our share of the account and then some: leave the rest to the others
         now = self._clock()
         if now - self._headroom_at <= max(HEADROOM_MEMORY, HEADROOM_RTTS * self._srtt) and (
             self._rate < self._w_max
