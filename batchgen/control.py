@@ -98,12 +98,14 @@ HEADROOM_PERSIST_RTTS = 10.0
 many round trips (at least ``HEADROOM_PERSIST`` s): a limit that rose, not a bucket refilling
 after the last decrease."""
 HEADROOM_PERSIST = 0.5
-FAIR_SLACK = 1.15
+FAIR_SLACK = 1.1
 """With an :class:`~batchgen.share.AccountShare`, the rate grows no further than this many times
 the fair share of the account..."""
-FAIR_CUT = 1.3
-"""...and above this many times it, it eases down (by ``FAIR_EASE`` per sync) towards it."""
+FAIR_CUT = 1.2
+"""...above this many times it, it eases down (by ``FAIR_EASE`` per sync) towards it..."""
 FAIR_EASE = 0.9
+FAIR_RAISE = 1.1
+"""...and below the fair share it rises towards it by this factor per sync."""
 PAUSE_CAP = 120.0
 """A Retry-After / X-RateLimit-Reset pause is clamped to this many seconds."""
 EPOCH_THRESHOLD = 1e9
@@ -452,6 +454,10 @@ class RequestBudget:
             # ease down towards it (the others grow into what we leave).
             self._rate = self._clamp(max(FAIR_SLACK * fair, self._rate * FAIR_EASE))
             self._w_max = min(self._w_max, max(self._rate, fair))
+        elif fair is not None and self._rate < fair:
+            # Less than our share: the others ease down, we take what they leave.
+            self._rate = self._clamp(min(fair, self._rate * FAIR_RAISE))
+            self._w_max = max(self._w_max, self._rate)
 
     def _recovery_k(self, w_max: float) -> float:
         """Rate-limited seconds of the cubic climb back to ``w_max``: a number of round trips,
