@@ -98,14 +98,14 @@ HEADROOM_PERSIST_RTTS = 10.0
 many round trips (at least ``HEADROOM_PERSIST`` s): a limit that rose, not a bucket refilling
 after the last decrease."""
 HEADROOM_PERSIST = 0.5
-FAIR_SLACK = 1.1
-"""With an :class:`~batchgen.share.AccountShare`, the rate grows no further than this many times
-the fair share of the account..."""
-FAIR_CUT = 1.2
-"""...above this many times it, it eases down (by ``FAIR_EASE`` per sync) towards it..."""
+FAIR_CUT = 1.1
+"""With an :class:`~batchgen.share.AccountShare`: a run that gets more than this many times the
+fair share of the account eases its rate down (by ``FAIR_EASE`` per sync at most)..."""
 FAIR_EASE = 0.9
+FAIR_SLACK = 1.03
+"""...to about this many times it; one that gets less than the fair share divided by this
+raises its rate (by ``FAIR_RAISE`` per sync at most)."""
 FAIR_RAISE = 1.1
-"""...and below the fair share it rises towards it by this factor per sync."""
 PAUSE_CAP = 120.0
 """A Retry-After / X-RateLimit-Reset pause is clamped to this many seconds."""
 EPOCH_THRESHOLD = 1e9
@@ -448,15 +448,18 @@ class RequestBudget:
 
     def _sync_share(self, now: float) -> None:
         assert self._share is not None
-        fair = self._share.sync(self._accepted_rate(now), self.pressured)
-        if fair is not None and self._rate > FAIR_CUT * fair:
-            # More than our share of what the rate-bound runs on this account get together:
-            # ease down towards it (the others grow into what we leave).
-            self._rate = self._clamp(max(FAIR_SLACK * fair, self._rate * FAIR_EASE))
-            self._w_max = min(self._w_max, max(self._rate, fair))
-        elif fair is not None and self._rate < fair:
-            # Less than our share: the others ease down, we take what they leave.
-            self._rate = self._clamp(min(fair, self._rate * FAIR_RAISE))
+        mine = self._accepted_rate(now)
+        fair = self._share.sync(mine, self.pressured)
+        if fair is None or mine <= 0.0:
+            return
+        # Accepted rates are compared with accepted rates (our own setting may run ahead of
+        # what we manage to send): above our share of what the rate-bound runs on this account
+        # get together, ease down; below it, rise. The 429s still set the total.
+        if mine > FAIR_CUT * fair:
+            self._rate = self._clamp(self._rate * max(FAIR_EASE, FAIR_SLACK * fair / mine))
+            self._w_max = min(self._w_max, self._rate)
+        elif mine * FAIR_SLACK < fair:
+            self._rate = self._clamp(self._rate * min(FAIR_RAISE, fair / mine))
             self._w_max = max(self._w_max, self._rate)
 
     def _recovery_k(self, w_max: float) -> float:
@@ -470,9 +473,6 @@ class RequestBudget:
         if self._slow_start:
             self._rate = self._clamp(self._rate * 2.0 ** (dt / self._doubling))
             return
-        fair = self._share.fair if self._share is not None else None
-        if fair is not None and self._rate >= FAIR_SLACK * fair:
-            return  # our share of the account and then some: leave the rest to the others
         now = self._clock()
         if now - self._headroom_at <= max(HEADROOM_MEMORY, HEADROOM_RTTS * self._srtt) and (
             self._rate < self._w_max
