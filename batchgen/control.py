@@ -81,8 +81,10 @@ PROBE_MIN_DOUBLING = 0.25
 """...but no faster than once per this many seconds."""
 CLOSE_SHARE = 0.5
 """A 429 comes "close to the limit" when the service accepted at least this share of our rate
-over the last window and accepted something since the last decrease: then it is a small
-overshoot, and the decrease alone answers it, without a ``Retry-After`` pause."""
+over the last window, and fewer than ``CLOSE_STRIKES`` answers in a row were 429s: then it is a
+small overshoot (or another client on the account took the last token), and the decrease alone
+answers it, without a ``Retry-After`` pause."""
+CLOSE_STRIKES = 4
 SLOW_START_DOUBLING = 0.25
 """Rate-limited seconds per doubling of the rate before the first 429."""
 BURST_SECONDS = 0.05
@@ -223,8 +225,7 @@ class RequestBudget:
         self._w_max = self._rate
         self._grow_time = 0.0  # rate-limited seconds since the last decrease
         self._last_decrease = -math.inf
-        self._accepted_since_decrease = True
-        self._event_close = False  # whether the last congestion event came close to the limit
+        self._strikes = 0  # 429s in a row since the last accepted answer
         self._headroom_at = -math.inf  # last accepted answer showing a filling account bucket
         self._headroom_since = math.inf  # start of the current run of such answers
         # accepted (non-429) responses in a sliding window
@@ -301,7 +302,7 @@ class RequestBudget:
             if headers is not None:
                 self._note_headroom(headers, now)
             self._count_accepted(now)
-            self._accepted_since_decrease = True
+            self._strikes = 0
             if self._share is not None and self._share.due():
                 self._sync_share(now)
             return
@@ -312,16 +313,15 @@ class RequestBudget:
             (started is not None and started < self._last_decrease)
             or (started is None and now - self._last_decrease < 1.0 / self._rate)
         )
-        if new_event:
-            # Close to the limit: the service took about our rate until now and took something
-            # since the last decrease. Retry-After comes in whole seconds, a far longer wait
-            # than a small overshoot needs: the decrease answers it, and the bucket is emptied.
-            # Far from it (slow start overshot, or the decrease did not help): honour the pause.
-            self._event_close = (
-                self._accepted_since_decrease
-                and self._accepted_rate(now) >= CLOSE_SHARE * self._rate
-            )
-        if not self._event_close:
+        self._strikes += 1
+        # Close to the limit: the service took about our rate until now, and not only 429s
+        # came back lately. Retry-After comes in whole seconds, a far longer wait than a small
+        # overshoot needs: the decrease answers it, and our bucket is emptied. Far from it
+        # (slow start overshot, or the service refuses everything): honour the pause.
+        close = (
+            self._strikes < CLOSE_STRIKES and self._accepted_rate(now) >= CLOSE_SHARE * self._rate
+        )
+        if not close:
             pause = retry_after
             if pause is None and headers is not None:
                 pause = self._reset_seconds(headers.get("X-RateLimit-Reset"))
@@ -348,7 +348,6 @@ class RequestBudget:
         self._slow_start = False
         self._grow_time = 0.0
         self._last_decrease = now
-        self._accepted_since_decrease = False
         self.decreases += 1
 
     async def retry_permit(self) -> None:

@@ -112,12 +112,15 @@ def shared_account(work: Path, rows: int) -> dict[str, Any]:
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(CLIENTS)]
         t0 = time.perf_counter()
+        start_wall = time.time()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         whole = time.perf_counter() - t0
-        delta = ledger_delta(before, sim.ledger())
+        after = sim.ledger()
+        delta = ledger_delta(before, after)
+    windows = _accepted_per_second(after.get("rate_timeline", {}), start_wall)
     runs = [r for r in results if r is not None]
     walls = [r.wall_seconds for r in runs]
     spread = (max(walls) - min(walls)) / min(walls)
@@ -132,6 +135,7 @@ def shared_account(work: Path, rows: int) -> dict[str, Any]:
         "wall_s": round(whole, 2),
         "runs": [_run_figures(r, each) for r in runs],
         "run_walls_s": [round(w, 2) for w in walls],
+        "accepted_per_s_every_5_s": [n for t, n in windows][::50],
         "spread": round(spread, 3),
         **req,
         "ratio_to_floor": ratio,

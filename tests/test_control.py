@@ -649,14 +649,15 @@ async def test_a_429_pauses_only_when_far_from_the_limit() -> None:
     budget.on_response(429, {}, 1.0, started=ft.now - 0.01)
     assert budget.decreases == 1
     assert budget.paused_until == -math.inf  # close to the limit: no whole-second pause
-    ft.now = 1.2
-    budget.on_response(429, {}, 1.0, started=1.1)
-    assert budget.decreases == 2
-    assert budget.paused_until == pytest.approx(2.2)  # nothing taken since: honour Retry-After
+    for i in range(1, 4):  # then only 429s come back: the service refuses everything
+        ft.now = 1.0 + i * 0.1
+        budget.on_response(429, {}, 1.0, started=ft.now - 0.05)
+    assert budget.decreases == 4
+    assert budget.paused_until == pytest.approx(2.3)  # four in a row: honour Retry-After
     # a fresh budget with nothing accepted yet honours it at once (as before)
     fresh = make_budget(ft, initial_rate=100.0)
     fresh.on_response(429, {}, 1.0, started=1.2)
-    assert fresh.paused_until == pytest.approx(2.2)
+    assert fresh.paused_until == pytest.approx(2.3)
 
 
 async def test_competing_budgets_on_one_account_converge_on_fair_shares(tmp_path: Path) -> None:
