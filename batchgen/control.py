@@ -12,14 +12,30 @@ from one :class:`RequestBudget`:
     per minute or hour), and a wrong start costs more than the 429s it would save;
   - before the first 429 it grows exponentially ("slow start": it doubles every
     ``slow_start_doubling`` seconds during which senders actually waited for tokens);
+  - requests leave evenly spaced at the current rate (the bucket holds ``BURST_SECONDS`` of
+    tokens), so a service whose own bucket is small is never overrun by a burst;
   - on a 429 it drops multiplicatively to ``beta`` times its own rate, or times the rate the
     service was measured accepting if that is lower (once per round trip: 429s for requests
-    sent before the last decrease are not counted again), empties the bucket and, when the
-    answer carries ``Retry-After`` (or ``X-RateLimit-Reset``), pauses *every* sender until then;
+    sent before the last decrease are not counted again) and empties the bucket. ``Retry-After``
+    (or ``X-RateLimit-Reset``) is information, not always a stop: it comes in whole seconds,
+    far longer than a small overshoot needs. When the service took at least ``CLOSE_SHARE``
+    of our rate lately and fewer than ``CLOSE_STRIKES`` answers in a row were 429s, the
+    decrease alone answers it; otherwise (slow start overshot, the service refuses everything)
+    *every* sender pauses until then;
   - with no 429s it probes upward along a cubic curve (as TCP CUBIC does): fast while far below
-    the rate where the last 429 happened, flat near it, then accelerating beyond it. Growth only
-    accrues while senders are waiting on the bucket, so an idle or concurrency-bound client never
-    inflates its rate;
+    the rate where the last 429 happened, flat near it, then accelerating beyond it, on a clock
+    of round trips (``RECOVERY_RTTS``, at least ``RECOVERY_REQUESTS`` requests' worth). Growth
+    only accrues while senders are waiting on the bucket, so an idle or concurrency-bound client
+    never inflates its rate;
+  - an accepted answer whose ``X-RateLimit-Remaining`` is at least ``HEADROOM_SHARE`` of
+    ``X-RateLimit-Limit`` says the account's bucket is filling, so the account has rate to
+    spare: the rate then doubles every ``PROBE_DOUBLING_RTTS`` round trips (beyond the rate of
+    the last 429 only while that lasts ``HEADROOM_PERSIST_RTTS``): a limit that rises is found
+    again within a few seconds;
+  - several runs on one account converge on fair shares as competing TCP flows do, and runs
+    on one machine also share what they get through an :class:`~batchgen.share.AccountShare`
+    (a small folder keyed by the account): a run above the fair share eases down, one below
+    it rises;
   - ``max_rate`` is an optional hard ceiling.
 
   The aim is to run near the account's limit with only a few percent of requests answered 429.
