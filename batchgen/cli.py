@@ -17,12 +17,13 @@ from typing import Any, ClassVar
 
 import click
 
-from batchgen.config import Settings, resolve_settings
-from batchgen.errors import BatchgenError, UsageError
-from batchgen.lock import LockHeld
-from batchgen.pipeline.runner import EXIT_LOCKED, EXIT_USAGE
-from batchgen.progress import Reporter
-from batchgen.settings_doc import DOC_BY_FIELD, SETTINGS_DOC
+from batchgen.errors import EXIT_LOCKED, EXIT_USAGE, BatchgenError, UsageError
+from batchgen.job.catalog import Catalog
+from batchgen.job.settings import Settings, resolve_settings
+from batchgen.job.settings_table import DEFAULTS, DOC_BY_FIELD, SETTINGS_DOC
+from batchgen.pipeline.progress import Reporter
+from batchgen.store.lock import LockHeld
+from batchgen.views.report_page import DEFAULT_THUMB
 
 # Run flags come from the settings table, so the table, --help and README cannot drift apart:
 # every flag's help ends with the table's default (tests/test_docs.py compares them, value by
@@ -71,8 +72,16 @@ def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def resolve(job: str | None, flags: dict[str, Any]) -> Settings:
-    """Settings from the job file, flags and environment; a user's mistake exits 2 with one line."""
+def resolve(
+    job: str | None,
+    flags: dict[str, Any],
+    *,
+    catalog: Catalog | None = None,
+    check_models: bool = False,
+) -> Settings:
+    """Settings from the job file, flags and environment; a user's mistake exits 2 with one line.
+
+    Model ids and param keys are checked against ``catalog`` only with ``check_models``."""
     params = flags.pop("params", None)
     if params:
         table = {}
@@ -89,10 +98,35 @@ def resolve(job: str | None, flags: dict[str, Any]) -> Settings:
             f"job file not found ({job}): give the path of a .toml job file, e.g. jobs/sample.toml"
         )
     try:
-        return resolve_settings(Path(job) if job else None, flags, os.environ)
+        return resolve_settings(
+            Path(job) if job else None,
+            flags,
+            os.environ,
+            catalog=catalog,
+            check_models=check_models,
+        )
     except UsageError as exc:
         _fail(str(exc))
         raise AssertionError from exc  # unreachable
+
+
+def resolve_with_catalog(
+    job: str | None, flags: dict[str, Any], warn: Callable[[str], None] | None = None
+) -> tuple[Settings, Catalog]:
+    """Settings checked against the catalog the job's settings name (pinned file, fresh cache,
+    the service's ``GET /models``, then the fallbacks): one request at most."""
+    from batchgen.job.manifest import Manifest
+    from batchgen.pipeline.catalog_fetch import CatalogSource, load_catalog_sync
+
+    first = resolve(job, dict(flags))
+    try:
+        # A missing manifest or column is told before any request, the catalog's included.
+        Manifest.open(first, Catalog.default())
+        catalog = load_catalog_sync(CatalogSource.of(first), warn=warn or make_reporter(first).warn)
+    except UsageError as exc:
+        _fail(str(exc))
+        raise AssertionError from exc  # unreachable
+    return resolve(job, flags, catalog=catalog, check_models=True), catalog
 
 
 def make_reporter(settings: Settings) -> Reporter:
@@ -171,16 +205,16 @@ def run(job: str | None, as_json: bool, download_alias: str | None, **flags: Any
     """
     if download_alias is not None and flags.get("download_dir") is None:
         flags["download_dir"] = download_alias
-    settings = resolve(job, flags)
+    settings, catalog = resolve_with_catalog(job, flags)
     if settings.dry_run:
-        from batchgen.estimate import run_estimate
+        from batchgen.views.estimate import run_estimate
 
-        sys.exit(run_estimate(settings, as_json=as_json, out=None))
+        sys.exit(run_estimate(settings, as_json=as_json, out=None, catalog=catalog))
     from batchgen.pipeline.runner import run_job
 
     reporter = make_reporter(settings)
     try:
-        result = asyncio.run(run_job(settings, reporter))
+        result = asyncio.run(run_job(settings, reporter, catalog=catalog))
     except LockHeld as exc:
         _fail(str(exc), EXIT_LOCKED)
         return
@@ -226,20 +260,23 @@ def estimate(
 ) -> None:
     """Price a job exactly and find every invalid row, spending nothing.
 
-    Sends no POST: no upload, no task. GETs URL references (capped at the model's size limit,
-    cached next to the journal) and checks them as a run will, unless --no-fetch; with an API
-    key it also reads the balance. Nothing else leaves the machine.
+    Sends no POST: no upload, no task. GETs the model catalog (public, no key; not while the
+    cached one is fresh) and URL references (capped at the model's size limit, cached next to
+    the journal), checking them as a run will, unless --no-fetch; with an API key it also reads
+    the balance. Nothing else leaves the machine.
     Exit 0 affordable and valid, 1 some rows invalid, 3 not affordable, 2 bad usage.
 
     \b
     Example:
       batchgen estimate jobs/sample.toml --max-credits 100
     """
-    from batchgen.estimate import run_estimate
+    from batchgen.views.estimate import run_estimate
 
-    settings = resolve(job, flags)
+    settings, catalog = resolve_with_catalog(job, flags)
     try:
-        sys.exit(run_estimate(settings, as_json=as_json, out=out, fetch=not no_fetch))
+        sys.exit(
+            run_estimate(settings, as_json=as_json, out=out, fetch=not no_fetch, catalog=catalog)
+        )
     except UsageError as exc:
         _fail(str(exc))
 
@@ -272,7 +309,7 @@ def status(job: str | None, as_json: bool, **flags: Any) -> None:
     Example:
       batchgen status jobs/sample.toml --json
     """
-    from batchgen.ops import format_status, job_status
+    from batchgen.views.status import format_status, job_status
 
     settings = resolve(job, flags)
     try:
@@ -300,7 +337,7 @@ def export(job: str | None, out: Path, **flags: Any) -> None:
     Example:
       batchgen export jobs/sample.toml --out results.parquet
     """
-    from batchgen.ops import export as do_export
+    from batchgen.views.status import export as do_export
 
     settings = resolve(job, flags)
     try:
@@ -325,7 +362,7 @@ def export(job: str | None, out: Path, **flags: Any) -> None:
     "--thumb-size",
     "thumb_size",
     type=click.IntRange(32, 512),
-    default=128,
+    default=DEFAULT_THUMB,
     show_default=True,
     help="Thumbnail size, pixels.",
 )
@@ -339,7 +376,7 @@ def report(job: str | None, out: Path, thumb_size: int, no_fetch: bool, **flags:
     Example:
       batchgen report jobs/sample.toml --out report.html
     """
-    from batchgen.report import write_report
+    from batchgen.views.report import write_report
 
     settings = resolve(job, flags)
     try:
@@ -352,6 +389,98 @@ def report(job: str | None, out: Path, thumb_size: int, no_fetch: bool, **flags:
         f"{stats.placeholders} placeholders, {stats.bytes / 1e6:.1f} MB in {stats.seconds:.1f}s",
         err=True,
     )
+
+
+@main.command()
+@click.argument("model", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the models as JSON on stdout.")
+@click.option(
+    "--refresh", is_flag=True, help="Ask the service now, even if the cached catalog is fresh."
+)
+@click.option(
+    "--catalog",
+    "catalog_file",
+    default=None,
+    metavar="FILE",
+    envvar="BATCHGEN_CATALOG",
+    help="Show this catalog file instead. [env: BATCHGEN_CATALOG]",
+)
+@click.option(
+    "--base-url",
+    default=DEFAULTS["base_url"],
+    metavar="URL",
+    envvar=["BATCHGEN_BASE_URL", "RIVYA_BASE_URL"],
+    help=f"API base URL. Default: {DEFAULTS['base_url']}. [env: BATCHGEN_BASE_URL, RIVYA_BASE_URL]",
+)
+@click.option(
+    "--catalog-max-age",
+    type=click.FloatRange(min=0),
+    default=DEFAULTS["catalog_max_age"],
+    envvar="BATCHGEN_CATALOG_MAX_AGE",
+    help=setting_help("catalog_max_age"),
+)
+@click.option(
+    "--cache-dir",
+    default=None,
+    metavar="DIR",
+    envvar="BATCHGEN_CACHE_DIR",
+    help=setting_help("cache_dir"),
+)
+def models(
+    model: str | None,
+    as_json: bool,
+    refresh: bool,
+    catalog_file: str | None,
+    base_url: str,
+    catalog_max_age: float,
+    cache_dir: str | None,
+) -> None:
+    """List the models: credits, billing, prompt limit, params and reference rules.
+
+    The catalog is the one run and estimate use: the service's GET /api/v1/models (no key),
+    cached for --catalog-max-age hours, else the last cache, else the copy shipped with batchgen.
+    Name a model to see all of its params.
+
+    \b
+    Example:
+      batchgen models
+      batchgen models qwen2-image --json
+    """
+    from batchgen.job.settings import default_cache_dir
+    from batchgen.pipeline.catalog_fetch import CatalogSource, load_catalog_sync
+    from batchgen.views.models import models_json, render_model, render_table
+
+    base = base_url.strip().rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        _fail(f"base URL {base!r} is not an http(s) URL (--base-url): use e.g. https://rivya.ai")
+    source = CatalogSource(
+        base_url=base,
+        cache_dir=Path(cache_dir).expanduser() if cache_dir else default_cache_dir(),
+        max_age_hours=catalog_max_age,
+        pinned=Path(catalog_file).expanduser() if catalog_file else None,
+    )
+    try:
+        catalog = load_catalog_sync(
+            source, warn=lambda m: click.echo(f"Warning: {m}", err=True), refresh=refresh
+        )
+    except UsageError as exc:
+        _fail(str(exc))
+        return
+    if model is not None and catalog.get(model) is None:
+        import difflib
+
+        close = difflib.get_close_matches(model, catalog.ids(), n=3)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        _fail(
+            f"unknown model {model!r} (batchgen models {model}): {hint}"
+            f"models are: {', '.join(catalog.ids())}"
+        )
+    if as_json:
+        click.echo(json.dumps(models_json(catalog, model), indent=2))
+    elif model is not None:
+        click.echo(render_model(catalog, model))
+    else:
+        click.echo(render_table(catalog))
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -370,6 +499,13 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(
             f"  downloads: {d['downloaded']} on disk ({d['bytes'] / 1e6:.1f} MB), "
             f"{d['failed']} failed, {d['missing']} missing ({d.get('this_run', 0)} this run)"
+        )
+    if s.get("catalog"):
+        lines.append(f"  catalog: {s['catalog']['description']}")
+    for change in s.get("price_changes") or []:
+        lines.append(
+            f"  price: {change['model']} reserved {change['server_credits']} credits per task"
+            f" by the service, {change['catalog_credits']} in the catalog"
         )
     lines.append(f"  output: {s.get('output')}")
     return "\n".join(lines)

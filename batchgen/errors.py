@@ -24,6 +24,17 @@ from __future__ import annotations
 
 from typing import Any
 
+# Exit codes of the commands (README.md): 0 every row succeeded; 1 some rows failed, were invalid
+# or are unfinished; 2 bad usage; 3 the run stopped early (auth, credits, not affordable); 4
+# another run of the job holds the lock; 130/143 interrupted by SIGINT/SIGTERM.
+EXIT_OK = 0
+EXIT_ROWS_FAILED = 1
+EXIT_USAGE = 2
+EXIT_STOPPED = 3
+EXIT_LOCKED = 4
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
 
 class BatchgenError(Exception):
     """Base class of every error batchgen raises on purpose."""

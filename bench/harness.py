@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a child: no BATCHGEN_/RIVYA_ leaking in, the repo importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BATCHGEN_", "RIVYA_"))}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    # The live catalog's cache: the bench's own, never the user's.
+    env["BATCHGEN_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / "batchgen-bench-cache")
     env.update(extra or {})
     return env
 

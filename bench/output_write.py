@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from batchgen import journal as J
-from batchgen.output import write_output
+from batchgen.store import journal as J
+from batchgen.store.output import write_output
 
 
 def build(path: Path, rows: int) -> None:

@@ -13,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from batchgen.config import Settings, resolve_settings
+from batchgen.job.settings import Settings, resolve_settings
+from batchgen.pipeline.progress import Reporter
 from batchgen.pipeline.runner import RunResult, run_job
-from batchgen.progress import Reporter
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "jobs" / "sample"
@@ -93,6 +93,7 @@ def copy_sample(folder: Path) -> Path:
 
 def settings_for(job: Path, srv: Any, **flags: Any) -> Settings:
     env = {"RIVYA_API_KEY": srv.api_key, "RIVYA_BASE_URL": srv.base_url}
+    env["BATCHGEN_CACHE_DIR"] = os.environ["BATCHGEN_CACHE_DIR"]
     return resolve_settings(job, flags, env)
 
 
@@ -104,6 +105,8 @@ async def run(job: Path, srv: Any, **flags: Any) -> RunResult:
 def cli_env(srv: Any | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BATCHGEN_", "RIVYA_"))}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["BATCHGEN_CACHE_DIR"] = os.environ["BATCHGEN_CACHE_DIR"]
+    env["RIVYA_BASE_URL"] = os.environ["RIVYA_BASE_URL"]  # loopback, refused (conftest)
     if srv is not None:
         env["RIVYA_API_KEY"] = srv.api_key
         env["RIVYA_BASE_URL"] = srv.base_url

@@ -11,14 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from batchgen import catalog
-from batchgen.catalog import (
+from batchgen.job import catalog
+from batchgen.job.catalog import (
     MB,
     Catalog,
     ReferenceInfo,
     aspect_of,
 )
-from batchgen.filetypes import kind_of_mime, sniff_mime
+from batchgen.job.filetypes import kind_of_mime, sniff_mime
 
 CAT = Catalog.default()
 PNG_REF = ReferenceInfo(kind="image", mime_type="image/png", size=1000, name="a.png")
@@ -39,7 +39,7 @@ def image_bytes(fmt: str) -> bytes:
 
 def test_shipped_payload_is_the_models_endpoint_shape() -> None:
     payload = CAT.to_api()
-    raw = json.loads((Path(catalog.__file__).parent / "data" / "models.json").read_text())
+    raw = json.loads((Path(catalog.__file__).parent.parent / "data" / "models.json").read_text())
     assert payload == raw
     assert payload["object"] == "list"
     ids = [e["id"] for e in payload["data"]]
@@ -133,6 +133,72 @@ def test_other_documented_models_credits() -> None:
     assert z is not None and z.max_prompt_length == 1000 and "aspect_ratio" in z.params
     assert z.reference is None
     assert CAT.get("veo3-1-fast").category == "video"  # type: ignore[union-attr]
+
+
+DOCUMENTED = ("qwen-image", "qwen2-image")
+
+
+def test_shipped_params_the_docs_do_not_state_are_unknown_and_sent_unchecked() -> None:
+    for model_id in CAT.ids():
+        spec = CAT.get(model_id)
+        assert spec is not None
+        if model_id in DOCUMENTED:
+            assert spec.params_known and all(p.known for p in spec.params.values()), model_id
+            continue
+        assert not spec.params_known, model_id
+        assert not any(p.known for p in spec.params.values()), model_id
+        # Any key, any value: sent as given, the service decides.
+        assert CAT.validate(model_id, "p", {"aspectRatio": "21:9", "steps": 80}) == []
+    assert CAT.validate("z-image", "p", {"aspect_ratio": "21:9"}) == []
+    assert CAT.validate("z-image", "x" * 1001, {}) != []  # its documented prompt limit holds
+    # The two documented models stay fully checked.
+    assert rules(CAT.validate("qwen-image", "p", {"steps": 80})) == {
+        ("params.steps", "unknown_param")
+    }
+    assert rules(CAT.validate("qwen2-image", "p", {"image_size": "21:9"})) == {
+        ("params.image_size", "option")
+    }
+
+
+def test_a_live_catalog_is_checked_in_full() -> None:
+    payload = CAT.to_api()
+    for entry in payload["data"]:
+        entry.pop("params_unknown", None)
+        for param in entry["params"]:
+            param.pop("unknown", None)
+    live = Catalog.from_api(payload)
+    assert rules(live.validate("nano-banana", "p", {"steps": 80})) == {
+        ("params.steps", "unknown_param")
+    }
+    assert rules(live.validate("z-image", "p", {"aspect_ratio": "21:9"})) == {
+        ("params.aspect_ratio", "option")
+    }
+
+
+def test_catalog_parse_is_strict_about_the_envelope(tmp_path: Path) -> None:
+    for bad in ([], {"data": "x"}, {"object": "list"}, {"data": [{"name": "no id"}]}):
+        with pytest.raises(catalog.CatalogError):
+            Catalog.parse(bad)
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps(CAT.to_api()), encoding="utf-8")
+    pinned = Catalog.from_file(path)
+    assert pinned.ids() == CAT.ids() and pinned.origin.source == "file"
+    assert pinned.origin.describe(0) == f"catalog file {path} (pinned by --catalog)"
+    repriced = pinned.with_prices({"qwen-image": 9})
+    assert repriced.cost("qwen-image", {}) == 9 and repriced.cost("qwen2-image", {}) == 6
+    assert repriced.origin == pinned.origin and CAT.cost("qwen-image", {}) == 4
+    path.write_text("<html>", encoding="utf-8")
+    with pytest.raises(catalog.CatalogError, match="not JSON"):
+        Catalog.from_file(path)
+
+
+def test_origin_says_how_old() -> None:
+    origin = catalog.CatalogOrigin("cache", "http://x", fetched_at=1000.0)
+    assert origin.describe(1030) == "cached catalog of http://x (fetched just now)"
+    assert origin.describe(1000 + 7200) == "cached catalog of http://x (fetched 2.0 h ago)"
+    assert origin.as_dict(1000 + 3 * 86400)["age_seconds"] == 3 * 86400
+    assert origin.short(1000 + 3 * 86400) == "cached catalog, fetched 3.0 days ago"
+    assert catalog.CatalogOrigin("shipped").as_dict(5)["fetched_at"] is None
 
 
 def test_cost_of_seed_models_and_unknown_model() -> None:

@@ -15,8 +15,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from batchgen.client import ApiKey, RivyaClient, Task, UploadedFile, parse_retry_after
-from batchgen.control import RequestBudget
 from batchgen.errors import (
     ApiError,
     AuthError,
@@ -29,7 +27,9 @@ from batchgen.errors import (
     UsageError,
     ValidationFailedError,
 )
-from batchgen.retry import RetryPolicy
+from batchgen.rivya.budget import RequestBudget
+from batchgen.rivya.client import ApiKey, RivyaClient, Task, UploadedFile, parse_retry_after
+from batchgen.rivya.retry import RetryPolicy
 
 KEY = "rvya_sk_test_SECRET_0123456789abcdef"
 TASK = {

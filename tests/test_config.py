@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from batchgen.config import NO_KEY_SOURCE, Settings, resolve_settings
 from batchgen.errors import UsageError
-from batchgen.settings_doc import JOB_KEYS, SETTINGS_DOC
+from batchgen.job.settings import NO_KEY_SOURCE, Settings, resolve_settings
+from batchgen.job.settings_table import JOB_KEYS, SETTINGS_DOC
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "rvya_sk_test_0123456789abcdef"

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from batchgen.control import PollScheduler, Priority, RequestBudget
-from batchgen.polling import MIN_SAMPLES, SAMPLE_SIZE, SCOUTS
-from batchgen.share import AccountShare
+from batchgen.pipeline.polling import MIN_SAMPLES, SAMPLE_SIZE, SCOUTS, PollScheduler
+from batchgen.rivya.budget import Priority, RequestBudget
+from batchgen.rivya.share import AccountShare
 
 
 class FakeTime:

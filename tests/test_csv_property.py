@@ -14,9 +14,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchgen.catalog import Catalog
-from batchgen.config import resolve_settings
-from batchgen.manifest import Manifest, RawRow
+from batchgen.job.catalog import Catalog
+from batchgen.job.manifest import Manifest, RawRow
+from batchgen.job.settings import resolve_settings
 
 CATALOG = Catalog.default()
 DELIMITERS = (",", ";", "\t", "|")

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from batchgen.cli import main
-from batchgen.config import NO_KEY_SOURCE, resolve_settings
 from batchgen.errors import UsageError
-from batchgen.settings_doc import SETTINGS_DOC, SettingDoc
+from batchgen.job.settings import NO_KEY_SOURCE, default_cache_dir, resolve_settings
+from batchgen.job.settings_table import SETTINGS_DOC, SettingDoc
 from batchgen.sim.state import SimConfig
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
@@ -135,6 +135,7 @@ def expected_value(doc: SettingDoc, job: Path) -> object:
         "column named like the key": {},
         "out/<job id>/results.csv": out / "results.csv",
         "<output dir>/<job id>.journal.sqlite": out / f"{job.stem}.journal.sqlite",
+        "user cache folder": default_cache_dir(),
     }
     return computed.get(text, text)
 

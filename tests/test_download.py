@@ -22,12 +22,12 @@ from hypothesis import strategies as st
 from jobkit import cli, product_rows, read_output, run, simple_job
 from PIL import Image
 
-from batchgen import journal as J
-from batchgen.client import RivyaClient
-from batchgen.download import Downloader, check_image, safe_name, write_atomic
-from batchgen.output import write_output
-from batchgen.retry import RetryPolicy
+from batchgen.pipeline.download import Downloader, check_image, safe_name, write_atomic
+from batchgen.rivya.client import RivyaClient
+from batchgen.rivya.retry import RetryPolicy
 from batchgen.sim import SimConfig, SimServer, SimThread
+from batchgen.store import journal as J
+from batchgen.store.output import write_output
 
 FAST = {"rate": None, "latency": 0.05, "queue_time": 0.0, "seed": 3}
 QUICK_RETRY = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02)

@@ -54,7 +54,8 @@ def test_estimate_sends_no_post_and_reads_the_balance(tmp_path: Path) -> None:
     with SimThread(SimConfig(**FAST, credits=30)) as srv:
         code, est = estimate_json(str(job), srv=srv)
         ledger = srv.snapshot()
-    assert ledger["requests"] == {"GET /api/v1/credits": 1}
+    # The catalog (public, no key) and the balance: two GETs, no POST.
+    assert ledger["requests"] == {"GET /api/v1/models": 1, "GET /api/v1/credits": 1}
     assert ledger["files_uploaded"] == 0 and ledger["tasks_created"] == 0
     assert est["balance"] == 30 and est["credits"] == 50
     assert code == 3 and est["affordable"] is False and "balance is 30" in est["verdict"]

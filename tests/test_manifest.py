@@ -13,11 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchgen.catalog import Catalog, ReferenceInfo
-from batchgen.config import Settings, resolve_settings
 from batchgen.errors import UsageError
-from batchgen.filetypes import sniff_mime
-from batchgen.manifest import Manifest, RowSpec, cell_text, parse_template
+from batchgen.job.catalog import Catalog, ReferenceInfo
+from batchgen.job.filetypes import sniff_mime
+from batchgen.job.manifest import Manifest, RowSpec, cell_text
+from batchgen.job.settings import Settings, resolve_settings
+from batchgen.job.template import parse_template
 
 REPO = Path(__file__).resolve().parent.parent
 CATALOG = Catalog.default()

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 from jobkit import cli, cli_env, interrupt_run, product_rows, read_output, run, simple_job
 
-from batchgen.lock import JobLock
 from batchgen.sim import SimConfig, SimServer, SimThread
+from batchgen.store.lock import JobLock
 
 FAST = {"rate": None, "latency": 0.05, "queue_time": 0.0, "seed": 3}
 

@@ -16,9 +16,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from jobkit import cli, product_rows, run, simple_job, write_job
 
-from batchgen import journal as J
-from batchgen.output import write_output
 from batchgen.sim import SimConfig, SimServer, SimThread
+from batchgen.store import journal as J
+from batchgen.store.output import write_output
 
 TRICKY = [
     'say "hi", then\nleave',

@@ -15,15 +15,15 @@ from aiohttp.test_utils import TestServer
 from jobkit import cli, product_rows, read_output, run, settings_for, simple_job
 from PIL import Image
 
-from batchgen import journal as J
-from batchgen.catalog import Catalog, ReferenceInfo
-from batchgen.client import RivyaClient
 from batchgen.errors import TooLargeError, ValidationFailedError
-from batchgen.filetypes import image_problem
-from batchgen.manifest import Manifest
+from batchgen.job.catalog import Catalog, ReferenceInfo
+from batchgen.job.filetypes import image_problem
+from batchgen.job.manifest import Manifest
 from batchgen.pipeline.remote import fetched_violations, from_error
-from batchgen.pipeline.runner import make_planner
+from batchgen.pipeline.scan import make_planner
+from batchgen.rivya.client import RivyaClient
 from batchgen.sim import SimConfig, SimServer, SimThread
+from batchgen.store import journal as J
 
 FAST = {"rate": None, "latency": 0.05, "queue_time": 0.0, "seed": 3}
 
@@ -288,8 +288,9 @@ def test_estimate_fetches_url_references_like_the_run(tmp_path: Path) -> None:
         ("/page.html", 200),
     ]
     assert again["remote_not_modified"] == 2 and again["decisions"] == est["decisions"]
-    # ... and neither estimate sent anything but the balance reads to the API.
-    assert ledger_before_run["requests"] == {"GET /api/v1/credits": 3}
+    # ... and neither estimate sent anything but the balance reads to the API (and the first,
+    # the public catalog's GET, which the next ones found fresh in the cache).
+    assert ledger_before_run["requests"] == {"GET /api/v1/models": 1, "GET /api/v1/credits": 3}
     assert ledger_before_run["files_uploaded"] == ledger_before_run["tasks_created"] == 0
 
     # Without fetching, every row is priced and the table says the total is unverified.

@@ -13,10 +13,10 @@ import pytest
 from jobkit import cli, copy_sample, product_rows, run, settings_for, simple_job
 from PIL import Image
 
-from batchgen import journal as J
-from batchgen.config import resolve_settings
-from batchgen.report import collect_summary, write_report
+from batchgen.job.settings import resolve_settings
 from batchgen.sim import SimConfig, SimServer, SimThread
+from batchgen.store import journal as J
+from batchgen.views.report import collect_summary, write_report
 
 FAST = {"rate": None, "latency": 0.05, "queue_time": 0.0, "seed": 3}
 OK_GREEN = (0x1B, 0x7F, 0x4B)

@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 from jobkit import cli, copy_sample, product_rows, read_output, run, simple_job
 
-from batchgen import journal as J
-from batchgen.catalog import Catalog
-from batchgen.config import Settings, resolve_settings
-from batchgen.manifest import MAPPING_SETTINGS, Manifest
+from batchgen.job.catalog import Catalog
+from batchgen.job.manifest import MAPPING_SETTINGS, Manifest
+from batchgen.job.settings import Settings, resolve_settings
 from batchgen.pipeline import plan as P
-from batchgen.pipeline.runner import make_planner, scan_manifest
+from batchgen.pipeline.scan import make_planner, scan_manifest
 from batchgen.sim import SimConfig, SimServer
+from batchgen.store import journal as J
 
 CATALOG = Catalog.default()
 FAST = {"rate": None, "latency": 0.05, "queue_time": 0.0, "seed": 5}
@@ -46,6 +46,9 @@ NOT_MAPPING = {
     "retry_failed": "checked by the fast path itself",
     "dry_run": "mode",
     "base_url": "service",
+    "catalog": "the catalog itself is in the digest, not where it came from",
+    "catalog_max_age": "the catalog itself is in the digest, not where it came from",
+    "cache_dir": "the catalog itself is in the digest, not where it came from",
     "api_key": "secret, and not content",
     "api_key_source": "where the key came from",
     "simulate": "service",
@@ -357,9 +360,9 @@ def test_estimate_reads_a_journal_of_an_older_version(tmp_path: Path) -> None:
         db.executescript(sql)
         db.execute("INSERT INTO migrations VALUES (?, 'then')", (name,))
     db.close()
-    from batchgen.estimate import estimate
+    from batchgen.views.estimate import estimate
 
-    est = estimate(settings)
+    est = estimate(settings, catalog=Catalog.default())
     assert est.decisions == {"invalid": 2, "would_submit": 18}
     with J.Journal(settings.journal) as journal:  # a run migrates it
         names = {r[1] for r in journal.db.execute("PRAGMA table_info(rows)")}

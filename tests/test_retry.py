@@ -7,7 +7,7 @@ import random
 import pytest
 
 from batchgen.errors import ApiError, TransportError, api_error_class
-from batchgen.retry import (
+from batchgen.rivya.retry import (
     DEFAULT_MAX_ATTEMPTS,
     RetryPolicy,
     retry_delay,

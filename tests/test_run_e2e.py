@@ -177,7 +177,8 @@ def test_bad_input_one_clear_line_exit_2_nothing_sent(
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("Error: ") and expect in lines[0]
     assert "Traceback" not in proc.stderr
-    assert sum(requests.values()) == 0
+    # Nothing sent; only an unknown model id needs the service's (public) catalog to be told.
+    assert requests == ({"GET /api/v1/models": 1} if case == "unknown_model" else {})
     assert not (tmp_path / "out" / "results.csv").exists()
 
 

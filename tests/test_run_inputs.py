@@ -11,9 +11,9 @@ from aiohttp import web
 from jobkit import SAMPLE, cli, product_rows, read_output, run, simple_job, write_job
 from PIL import Image
 
-from batchgen import journal as J
-from batchgen.progress import Reporter
+from batchgen.pipeline.progress import Reporter
 from batchgen.sim import SimConfig, SimServer, SimThread
+from batchgen.store import journal as J
 
 FAST = {"rate": None, "latency": 0.05, "queue_time": 0.0, "seed": 3}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batchgen.share import FORGET, STALE, SYNC_INTERVAL, AccountShare, account_digest
+from batchgen.rivya.share import FORGET, STALE, SYNC_INTERVAL, AccountShare, account_digest
 
 
 class Clock:

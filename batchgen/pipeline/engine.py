@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from batchgen import journal as J
-from batchgen.control import PollScheduler
 from batchgen.errors import (
     ApiError,
     AuthError,
@@ -28,11 +26,14 @@ from batchgen.errors import (
     TransportError,
 )
 from batchgen.pipeline.plan import canonical_json, idempotency_key, request_body
+from batchgen.pipeline.polling import PollScheduler
+from batchgen.pipeline.prices import PriceBook
 from batchgen.pipeline.upload import RowFailure, Uploader
-from batchgen.records import Task
+from batchgen.rivya.records import Task
+from batchgen.store import journal as J
 
 if TYPE_CHECKING:
-    from batchgen.client import RivyaClient
+    from batchgen.rivya.client import RivyaClient
 
 # Why a run stopped submitting early (exit code 3), besides signals.
 STOP_AUTH = "auth"
@@ -59,6 +60,11 @@ class CreditGovernor:
                 await self._changed.wait()
         self.inflight += cost
         return True
+
+    def reprice(self, cost: int, actual: int) -> None:
+        """A reservation of ``cost`` turned out to be ``actual`` (the server's figure)."""
+        self.inflight += actual - cost
+        self._changed.set()
 
     def settle(self, cost: int, charged: int) -> None:
         self.inflight -= cost
@@ -146,6 +152,7 @@ class Engine:
         emit: Callable[..., None],
         on_success: Callable[[Mapping[str, Any]], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        prices: PriceBook | None = None,
     ) -> None:
         self.job_id = job_id
         self.run_id = run_id
@@ -160,6 +167,7 @@ class Engine:
         self.emit = emit
         self.on_success = on_success
         self.clock = clock
+        self.prices = prices
         self.tracked: dict[str, Tracked] = {}
         self.committer = Committer(journal)
         self.stop_reason: str | None = None
@@ -234,13 +242,15 @@ class Engine:
             for row in resume:
                 if not await self._acquire_window(self._aborted):
                     break
-                self.governor.inflight += int(row["cost"])
+                # What the server reserved for the task, when it said (the catalog's guess else).
+                held = int(row["reserved_credits"] or row["cost"])
+                self.governor.inflight += held
                 now = self.clock()
                 self._track(
                     row["task_id"],
                     row["key"],
                     row["model"],
-                    int(row["cost"]),
+                    held,
                     now,
                     first_poll_now=True,
                 )
@@ -248,14 +258,18 @@ class Engine:
                 if not await self._acquire_window(self._stopped):
                     break
                 cost = int(row["cost"])
+                if self.prices is not None:  # the server's price, once it has shown it
+                    cost = await self.prices.cost(row["model"], cost)
                 fits = await self.governor.reserve(cost)
                 if not self.submitting:
                     if fits:
                         self.governor.settle(cost, 0)
                     self.window.release()
+                    self._priced(row["model"], None)
                     break
                 if not fits:
                     self.window.release()
+                    self._priced(row["model"], None)
                     self.journal.update_row(
                         row["key"],
                         state=J.BLOCKED,
@@ -266,7 +280,7 @@ class Engine:
                     )
                     self.emit("blocked", key=row["key"], error_code="budget_reached")
                     continue
-                self._spawn(self._submit(dict(row)))
+                self._spawn(self._submit(dict(row), cost))
             # Nothing left to submit: requests are about to become plentiful, so the last tasks'
             # first polls move to a lower quantile (less latency at the end of the run).
             self.scheduler.replan(relaxed=True)
@@ -291,9 +305,19 @@ class Engine:
 
     # -- submit ---------------------------------------------------------------------------------
 
-    async def _submit(self, row: dict[str, Any]) -> None:
-        key, cost = row["key"], int(row["cost"])
+    def _priced(self, model: str, task: Task | None) -> None:
+        """Tell the price book what the server reserved for ``model`` (None: no answer)."""
+        if self.prices is None:
+            return
+        if task is not None and task.reserved_credits > 0:
+            self.prices.observe(model, task.reserved_credits)
+        else:
+            self.prices.release(model)
+
+    async def _submit(self, row: dict[str, Any], cost: int) -> None:
+        key = row["key"]
         tracked = False
+        answered: Task | None = None
         try:
             items = await self.uploader.items_for(row)
             body = request_body(row, items)
@@ -301,6 +325,7 @@ class Engine:
             if not self.submitting:
                 return
             task = await self.client.create_generation(body, idempotency_key=ikey)
+            answered = task
         except RowFailure as exc:
             if exc.invalid:
                 self._invalid(row, exc)
@@ -335,12 +360,17 @@ class Engine:
                 },
             )
             self.emit("submitted", key=key, task_id=task.id)
+            if task.reserved_credits > 0 and task.reserved_credits != cost:
+                # The service is the truth for money: hold the cap with its figure.
+                self.governor.reprice(cost, task.reserved_credits)
+                cost = task.reserved_credits
             self._track(task.id, key, row["model"], cost, self.clock())
             tracked = True
             if task.terminal:
                 self.scheduler.remove(task.id)
                 await self._finish(task)
         finally:
+            self._priced(row["model"], answered)
             if not tracked:
                 self.governor.settle(cost, 0)
                 self.window.release()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import stat
 from collections import OrderedDict
@@ -20,12 +19,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
-from batchgen import journal as J
-from batchgen.catalog import Catalog, ReferenceInfo, Violation
-from batchgen.filetypes import DECODABLE_IMAGES, image_problem, kind_of_mime, sniff_mime
-from batchgen.manifest import RawRow, RowSpec
+from batchgen.job.catalog import Catalog, ReferenceInfo, Violation
+from batchgen.job.filetypes import DECODABLE_IMAGES, image_problem, kind_of_mime, sniff_mime
+from batchgen.job.manifest import RawRow, RowSpec
+from batchgen.job.references import is_url, resolve_reference
+from batchgen.pipeline.remote import fetched_violations, size_cap
+from batchgen.store import journal as J
+from batchgen.store.keyset import KeySet
 
 if TYPE_CHECKING:
     from batchgen.pipeline.remote import UrlChecker
@@ -165,16 +166,6 @@ def request_body(row: Mapping[str, Any], references: Sequence[Mapping[str, Any]]
     return body
 
 
-def is_url(value: str) -> bool:
-    return urlparse(value).scheme in ("http", "https")
-
-
-def resolve_reference(cell: str, base_dir: Path) -> Path:
-    """A local reference cell as a path: ``~`` expanded, relative to the manifest's folder."""
-    path = Path(os.path.expanduser(cell))
-    return path if path.is_absolute() else base_dir / path
-
-
 Verdict = tuple[str, str] | None  # a decode check's (rule, detail), None when the image decodes
 
 
@@ -254,44 +245,6 @@ class ReferenceChecker:
         damage = self.verdict(sha, mime, path)
         kind = kind_of_mime(mime) if mime else None
         return RefCheck(cell, path, None, st.st_size, mime, kind, sha, damage), None
-
-
-class KeySet:
-    """A set of row keys kept on disk, in a private temporary SQLite database that is deleted
-    when closed, so that finding duplicate keys costs no memory however long the manifest."""
-
-    def __init__(self) -> None:
-        self._db: sqlite3.Connection | None = None
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            self._db = sqlite3.connect("", isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=OFF")
-            self._db.execute("CREATE TABLE keys (key TEXT PRIMARY KEY) WITHOUT ROWID")
-        return self._db
-
-    def present(self, keys: Sequence[str]) -> set[str]:
-        """Those of ``keys`` that were added before."""
-        if not keys:
-            return set()
-        sql = "SELECT key FROM keys WHERE key IN (SELECT value FROM json_each(?))"
-        return {r[0] for r in self._conn().execute(sql, (json.dumps(keys),))}
-
-    def add(self, keys: Sequence[str]) -> None:
-        if keys:
-            sql = "INSERT OR IGNORE INTO keys SELECT value FROM json_each(?)"
-            self._conn().execute(sql, (json.dumps(keys),))
-
-    def add_new(self, keys: Sequence[str]) -> set[str]:
-        """Add ``keys``; return those that were not there before."""
-        new = set(keys) - self.present(keys)
-        self.add(sorted(new))
-        return new
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
 
 
 class Planner:
@@ -415,8 +368,23 @@ class Planner:
     def _fetched(self, plans: list[RowPlan]) -> list[RowPlan]:
         """The plans, once the URL references of the rows to submit are fetched and judged
         (only with a ``remote`` checker)."""
-        if self.remote is not None:
-            self.remote.judge(plans, self.catalog, self.reference_column)
+        if self.remote is None:
+            return plans
+        todo = [p for p in plans if p.action == SUBMIT and p.ref is not None and p.ref.url]
+        if not todo:
+            return plans
+        caps: dict[str, int] = {}
+        for p in todo:
+            assert p.ref is not None and p.ref.url is not None
+            caps[p.ref.url] = max(caps.get(p.ref.url, 0), size_cap(self.catalog, p.spec.model))
+        found = self.remote.check(caps)
+        for p in todo:
+            assert p.ref is not None and p.ref.url is not None and p.spec.model is not None
+            problems = fetched_violations(
+                self.catalog, p.spec.model, self.reference_column, found[p.ref.url]
+            )
+            if problems:
+                p.action, p.violations, p.cost = INVALID, problems, 0
         return plans
 
     def digest(self, row: RawRow) -> bytes | None:

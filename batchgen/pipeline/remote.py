@@ -17,42 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import sqlite3
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from batchgen.catalog import Catalog, ReferenceInfo, Violation
 from batchgen.errors import ApiError, BatchgenError, TooLargeError
-from batchgen.filetypes import image_problem, kind_of_mime, sniff_mime
-from batchgen.pipeline import plan as P
+from batchgen.job.catalog import Catalog, ReferenceInfo, Violation
+from batchgen.job.filetypes import image_problem, kind_of_mime, sniff_mime
+from batchgen.store.url_cache import Fetched, UrlCache
 
 if TYPE_CHECKING:
-    from batchgen.client import RivyaClient
+    from batchgen.rivya.client import RivyaClient
 
 DEFAULT_MAX_BYTES = 10_000_000
 """Size cap of a URL reference when the model states none."""
-
-
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    """What fetching a URL reference gave: the facts of its bytes, or why there are none.
-
-    ``failure`` says why nothing came back (``HTTP 404``, a refused connection: never the body
-    of an error page); ``too_large`` is the cap a body went over.
-    """
-
-    url: str
-    status: int | None = None
-    content_type: str | None = None
-    size: int = 0
-    sha256: str | None = None
-    mime: str | None = None
-    damage: tuple[str, str] | None = None
-    failure: str | None = None
-    too_large: int | None = None
 
 
 def size_cap(catalog: Catalog, model: str | None) -> int:
@@ -117,64 +95,6 @@ def fetched_violations(
     ]
 
 
-class UrlCache:
-    """Verdicts on fetched URLs, with the validators to ask whether they changed (SQLite)."""
-
-    _COLUMNS = "etag, last_modified, status, content_type, size, sha256, mime, rule, detail"
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: sqlite3.Connection | None = None
-
-    def _conn(self, create: bool) -> sqlite3.Connection | None:
-        if self._db is None and (create or self.path.exists()):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None)
-            self._db.execute(
-                f"CREATE TABLE IF NOT EXISTS urls (url TEXT PRIMARY KEY, {self._COLUMNS})"
-            )
-        return self._db
-
-    def get(self, url: str) -> tuple[str | None, str | None, Fetched] | None:
-        """``(etag, last_modified, verdict)`` of ``url``, or None."""
-        db = self._conn(create=False)
-        row = (
-            db.execute(f"SELECT {self._COLUMNS} FROM urls WHERE url = ?", (url,)).fetchone()
-            if db is not None
-            else None
-        )
-        if row is None:
-            return None
-        etag, modified, status, ctype, size, sha, mime, rule, detail = row
-        damage = (rule, detail) if rule else None
-        return etag, modified, Fetched(url, status, ctype, size, sha, mime, damage)
-
-    def put(self, found: Fetched, etag: str | None, last_modified: str | None) -> None:
-        db = self._conn(create=True)
-        assert db is not None
-        rule, detail = found.damage or (None, None)
-        db.execute(
-            f"INSERT OR REPLACE INTO urls (url, {self._COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (
-                found.url,
-                etag,
-                last_modified,
-                found.status,
-                found.content_type,
-                found.size,
-                found.sha256,
-                found.mime,
-                rule,
-                detail,
-            ),
-        )
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-
 class UrlChecker:
     """Fetches and judges the URL references of an estimate's rows to submit.
 
@@ -195,22 +115,6 @@ class UrlChecker:
         self.downloaded = 0  # URLs whose bytes came down
         self.not_modified = 0  # URLs the cache answered after a conditional GET
 
-    def judge(self, plans: Sequence[P.RowPlan], catalog: Catalog, column: str) -> None:
-        """Turn the rows to submit whose URL reference breaks a rule into invalid rows."""
-        todo = [p for p in plans if p.action == P.SUBMIT and p.ref is not None and p.ref.url]
-        if not todo:
-            return
-        caps: dict[str, int] = {}
-        for p in todo:
-            assert p.ref is not None and p.ref.url is not None
-            caps[p.ref.url] = max(caps.get(p.ref.url, 0), size_cap(catalog, p.spec.model))
-        found = self.check(caps)
-        for p in todo:
-            assert p.ref is not None and p.ref.url is not None and p.spec.model is not None
-            problems = fetched_violations(catalog, p.spec.model, column, found[p.ref.url])
-            if problems:
-                p.action, p.violations, p.cost = P.INVALID, problems, 0
-
     def check(self, wanted: Mapping[str, int]) -> dict[str, Fetched]:
         """The verdict on each URL of ``wanted`` (URL -> size cap)."""
         todo = {url: cap for url, cap in wanted.items() if (url, cap) not in self._memo}
@@ -226,7 +130,7 @@ class UrlChecker:
 
     async def _fetch_all(self, todo: Mapping[str, int]) -> dict[str, Fetched]:
         if self._client is None:
-            from batchgen.client import RivyaClient
+            from batchgen.rivya.client import RivyaClient
 
             self._client = RivyaClient(self.base_url, None)
         client = self._client

@@ -1,9 +1,8 @@
 """``batchgen run``: lock the job, scan the manifest into the journal, check the cost, then drive
 the engine to the end and write the output table from the journal.
 
-Exit codes (README.md): 0 every row succeeded; 1 some rows failed, were invalid or are unfinished;
-2 bad usage (raised as UsageError before anything is sent); 3 the run stopped early (auth, credits,
-not affordable); 4 another run of the job holds the lock; 130/143 interrupted by SIGINT/SIGTERM.
+The exit codes (``EXIT_*``) are defined in :mod:`batchgen.errors`; a usage error is raised as
+UsageError before anything is sent.
 """
 
 from __future__ import annotations
@@ -12,56 +11,45 @@ import asyncio
 import os
 import signal
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, closing
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from batchgen import journal as J
-from batchgen.catalog import Catalog
-from batchgen.config import Settings
-from batchgen.control import PollScheduler, RequestBudget
-from batchgen.errors import AuthError, UsageError
-from batchgen.lock import JobLock
-from batchgen.manifest import Manifest
-from batchgen.output import write_output
+from batchgen.errors import (
+    EXIT_OK,
+    EXIT_ROWS_FAILED,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_STOPPED,
+    AuthError,
+    UsageError,
+)
+from batchgen.job.catalog import Catalog
+from batchgen.job.manifest import Manifest
+from batchgen.job.settings import Settings
 from batchgen.pipeline import plan as P
+from batchgen.pipeline.catalog_fetch import CatalogSource, load_catalog
 from batchgen.pipeline.engine import STOP_AUTH, STOP_CREDITS, STOP_SIGNAL, CreditGovernor, Engine
+from batchgen.pipeline.polling import PollScheduler
+from batchgen.pipeline.prices import (
+    PriceBook,
+    PriceChange,
+    apply_observed,
+    describe_change,
+    observed_prices,
+    remember,
+)
+from batchgen.pipeline.progress import Reporter
+from batchgen.pipeline.scan import ScanResult, scan_manifest
 from batchgen.pipeline.upload import Uploader
-from batchgen.progress import Reporter
+from batchgen.rivya.budget import RequestBudget
+from batchgen.store import journal as J
+from batchgen.store.lock import JobLock
+from batchgen.store.output import write_output
 
 if TYPE_CHECKING:
-    from batchgen.client import RivyaClient
-    from batchgen.pipeline.remote import UrlChecker
-
-EXIT_OK = 0
-EXIT_ROWS_FAILED = 1
-EXIT_USAGE = 2
-EXIT_STOPPED = 3
-EXIT_LOCKED = 4
-EXIT_SIGINT = 130
-EXIT_SIGTERM = 143
-
-
-@dataclass
-class ScanResult:
-    """What the scan found: rows by decision, and the credits the rows to submit will reserve."""
-
-    actions: Counter[str] = field(default_factory=Counter)
-    cost_to_submit: int = 0
-    cost_by_model: Counter[str] = field(default_factory=Counter)
-    references: int = 0  # distinct reference files (or URLs) of the rows to submit
-    invalid_messages: list[str] = field(default_factory=list)
-    retried: int = 0  # rows that failed before and are sent again (--retry-failed, or changed)
-    retried_cost: int = 0
-    # The id the rows of this scan carry in the journal (``rows.seen_run``): the run's own id,
-    # or the previous scan's when that costs fewer writes (see Journal.finish_scan).
-    scan_id: int = 0
-
-    @property
-    def rows(self) -> int:
-        return sum(self.actions.values())
+    from batchgen.rivya.client import RivyaClient
 
 
 @dataclass
@@ -70,119 +58,6 @@ class RunResult:
     outcome: str
     summary: dict[str, Any]
     totals: J.ScanTotals | None = None  # of the scan at the end, when the run counted them
-
-
-def scan_manifest(
-    settings: Settings,
-    catalog: Catalog,
-    journal: J.Journal | None,
-    run_id: int,
-    *,
-    on_plans: Callable[[list[P.RowPlan]], None] | None = None,
-    keep_invalid: int = 20,
-    record: bool = True,
-    remote: UrlChecker | None = None,
-) -> ScanResult:
-    """Plan every manifest row (streamed) against the journal; record the plans unless told not.
-
-    Recording writes only what changed: a row the previous scan saw and whose journal row needs
-    no change ("carried") is not written at all, so re-running a finished job of a million rows
-    costs reads, not a rewrite of the journal.
-    """
-    manifest = Manifest.open(settings, catalog)
-    planner = make_planner(settings, catalog, manifest, journal, remote=remote)
-    result = ScanResult(scan_id=run_id)
-    recorder = journal if record else None  # the journal the plans are written to, if any
-    previous_scan = recorder.start_scan() if recorder is not None else None
-    carried = 0
-    distinct = P.KeySet()  # the references counted so far
-    with closing(planner), closing(distinct):
-        for batch in manifest.iter_raw_batches():
-            plans = planner.plan_batch(batch)
-            rows, extra, carried_keys, refs = [], [], [], []
-            for plan in plans:
-                result.actions[plan.action] += 1
-                if plan.action == P.SUBMIT:
-                    if plan.previous is not None and plan.previous["state"] == J.FAILED:
-                        result.retried += 1
-                        result.retried_cost += plan.cost
-                    result.cost_to_submit += plan.cost
-                    result.cost_by_model[plan.spec.model or ""] += plan.cost
-                    if plan.ref is not None:
-                        refs.append(plan.ref.sha256 or plan.ref.source)
-                if (
-                    plan.action in (P.INVALID, P.DUPLICATE)
-                    and len(result.invalid_messages) < keep_invalid
-                ):
-                    result.invalid_messages.append(f"row {plan.spec.row_number}: {plan.reason}")
-                if recorder is None:
-                    continue
-                if plan.action == P.DUPLICATE or (plan.action == P.INVALID and not plan.spec.key):
-                    v = plan.violations[0]
-                    extra.append(
-                        {
-                            "run_id": run_id,
-                            "row_index": plan.spec.index,
-                            "row_number": plan.spec.row_number,
-                            "key": plan.spec.key,
-                            "error_code": "duplicate_key"
-                            if plan.action == P.DUPLICATE
-                            else "invalid_input",
-                            "error_field": v.field,
-                            "error_message": plan.reason,
-                            "passthrough": P.canonical_json(plan.spec.passthrough),
-                        }
-                    )
-                    continue
-                row = P.plan_to_row(plan, run_id)
-                if (
-                    len(row) == 2  # nothing to write but "seen"
-                    and previous_scan is not None
-                    and plan.previous is not None
-                    and plan.previous["seen_run"] == previous_scan
-                ):
-                    carried_keys.append(row["key"])
-                else:
-                    rows.append(row)
-            result.references += len(distinct.add_new(refs))
-            if recorder is not None:
-                with recorder.transaction():
-                    recorder.upsert_rows(rows)
-                    if extra:
-                        recorder.add_extra_rows(extra)
-                    recorder.carry(carried_keys)
-                carried += len(carried_keys)
-            if on_plans is not None:
-                on_plans(plans)
-    if recorder is not None:
-        result.scan_id = recorder.finish_scan(run_id, previous_scan, carried)
-    return result
-
-
-def make_planner(
-    settings: Settings,
-    catalog: Catalog,
-    manifest: Manifest,
-    journal: J.Journal | None,
-    *,
-    fast: bool = True,
-    remote: UrlChecker | None = None,
-) -> P.Planner:
-    """The planner of a scan; ``fast=False`` plans every row in full (what the fast path of a
-    re-run must agree with); ``remote`` fetches and judges URL references (estimate)."""
-    return P.Planner(
-        catalog,
-        base_dir=settings.manifest.parent,
-        reference_column=settings.reference_column,
-        prompt_field=(settings.prompt_column or "prompt") if not settings.template else "template",
-        param_columns=settings.param_columns,
-        id_column=settings.id_column,
-        model_column=settings.model_column,
-        journal=journal,
-        retry_failed=settings.retry_failed,
-        context=manifest.context() if fast else None,
-        remote=remote,
-    )
 
 
 @asynccontextmanager
@@ -203,10 +78,10 @@ def demo_sim_options() -> dict[str, Any]:
 
 
 def make_client(settings: Settings, base_url: str, api_key: Any) -> RivyaClient:
-    from batchgen.client import RivyaClient  # here: a run with nothing to send never needs it
-    from batchgen.share import AccountShare
+    from batchgen.rivya.client import RivyaClient  # here: a run with nothing to send never needs it
+    from batchgen.rivya.share import AccountShare
 
-    # Runs on this machine that drive the same account share its rate fairly (batchgen/share.py):
+    # Runs on this machine that drive the same account share its rate fairly (batchgen/rivya/share.py):
     # the folder is named by a keyed digest of the URL and key, never the key itself.
     key = api_key.reveal() if hasattr(api_key, "reveal") else str(api_key)
     budget = RequestBudget(
@@ -222,9 +97,14 @@ def make_client(settings: Settings, base_url: str, api_key: Any) -> RivyaClient:
 async def run_job(
     settings: Settings, reporter: Reporter, *, catalog: Catalog | None = None
 ) -> RunResult:
-    """Run a job to the end (or a stop). UsageError and LockHeld propagate to the CLI."""
-    catalog = catalog or Catalog.default()
-    Manifest.open(settings, catalog)  # bad manifest or columns: exit 2 before anything else
+    """Run a job to the end (or a stop). UsageError and LockHeld propagate to the CLI.
+
+    Without ``catalog``, the catalog comes from the service, its cache or the shipped copy
+    (pipeline.catalog_fetch); prices the service charged in earlier runs replace the catalog's.
+    """
+    if catalog is None:
+        catalog = await load_catalog(CatalogSource.of(settings), warn=reporter.warn)
+    manifest = Manifest.open(settings, catalog)  # bad manifest or columns: exit 2 first
     if settings.api_key is None and not settings.simulate:
         raise UsageError(
             "no API key",
@@ -240,8 +120,16 @@ async def run_job(
                 " resuming its journal",
             )
         journal.set_meta("job_id", settings.job_id)
+        earlier = observed_prices(journal, catalog)
+        for change in earlier:
+            reporter.warn(
+                describe_change(change) + f", seen on {change.as_dict()['seen_at']}: priced at "
+                f"{change.server_credits}"
+            )
+        catalog = apply_observed(catalog, earlier)
+        reporter.catalog = catalog.origin.short(time.time())
         run_id = journal.start_run(os.getpid(), "run")
-        scan = scan_manifest(settings, catalog, journal, run_id)
+        scan = scan_manifest(settings, catalog, journal, run_id, manifest=manifest)
         for message in scan.invalid_messages:
             reporter.emit("invalid", message=message, error_code="invalid_input")
         more = scan.actions[P.INVALID] + scan.actions[P.DUPLICATE] - len(scan.invalid_messages)
@@ -266,6 +154,10 @@ async def run_job(
             current_run=run_id,
         )
         summary = summarize(journal, run_id, scan, reporter, started, result.totals)
+        summary["catalog"] = catalog.origin.as_dict(time.time())
+        changes = result.summary.get("price_changes")
+        if changes or earlier:
+            summary["price_changes"] = changes or [c.as_dict() for c in earlier]
         http = result.summary.get("http")
         if http:
             summary["http"] = http
@@ -296,8 +188,11 @@ async def _work(
     api_key: Any,
 ) -> RunResult:
     async with make_client(settings, base_url, api_key) as client:
-        result = await _drive(settings, reporter, catalog, journal, run_id, scan, client)
+        changes: list[PriceChange] = []
+        result = await _drive(settings, reporter, catalog, journal, run_id, scan, client, changes)
         result.summary["http"] = client.stats.snapshot()
+        if changes:
+            result.summary["price_changes"] = [c.as_dict() for c in changes]
         return result
 
 
@@ -309,6 +204,7 @@ async def _drive(
     run_id: int,
     scan: ScanResult,
     client: RivyaClient,
+    changes: list[PriceChange],
 ) -> RunResult:
     to_submit = scan.actions[P.SUBMIT]
     to_resume = scan.actions[P.RESUME]
@@ -340,8 +236,8 @@ async def _drive(
                 message=f"this run needs {need} credits and {limit}: top up, raise the cap,"
                 " or pass --allow-partial",
             )
-            _block_rest(
-                journal, scan.scan_id, "not_affordable", f"the run needs {need} credits; {limit}"
+            journal.block_unsent(
+                scan.scan_id, "not_affordable", f"the run needs {need} credits; {limit}"
             )
             return RunResult(EXIT_STOPPED, "not_affordable", {})
     scheduler = PollScheduler(first=settings.poll_first, interval=settings.poll_interval)
@@ -358,7 +254,7 @@ async def _drive(
     )
     downloader = None
     if settings.download_dir is not None:
-        from batchgen.download import Downloader
+        from batchgen.pipeline.download import Downloader
 
         downloader = Downloader(
             client,
@@ -368,6 +264,17 @@ async def _drive(
             emit=reporter.emit,
         )
         reporter.watch_downloads(lambda: downloader.pending if downloader is not None else 0)
+
+    def on_change(change: PriceChange) -> None:
+        changes.append(change)
+        remember(journal, change)
+        reporter.warn(
+            describe_change(change) + f": the rest of the run uses {change.server_credits}"
+        )
+
+    prices = PriceBook(
+        catalog, strict=settings.max_credits is not None, on_change=on_change, clock=time.time
+    )
     engine = Engine(
         job_id=settings.job_id,
         run_id=run_id,
@@ -381,6 +288,7 @@ async def _drive(
         task_timeout=settings.task_timeout,
         emit=reporter.emit,
         on_success=downloader.enqueue if downloader is not None else None,
+        prices=prices,
     )
     reporter.begin(to_submit, to_resume, uploads=scan.references)
     got_signal: list[int] = []
@@ -405,7 +313,7 @@ async def _drive(
         return RunResult(exit_code, "interrupted", {})
     if engine.stop_reason in (STOP_AUTH, STOP_CREDITS):
         code = getattr(engine.stop_error, "code", engine.stop_reason)
-        _block_rest(journal, scan.scan_id, code, "not submitted: the run stopped early")
+        journal.block_unsent(scan.scan_id, code, "not submitted: the run stopped early")
         if engine.stop_reason == STOP_AUTH:
             reporter.emit("fatal", message=f"{engine.stop_error} (fix {settings.api_key_source})")
         else:
@@ -429,14 +337,6 @@ def _completed(journal: J.Journal, scan: ScanResult) -> RunResult:
     totals = journal.totals(scan.scan_id)
     ok = totals.by_state.get(J.SUCCEEDED, 0) == totals.rows
     return RunResult(EXIT_OK if ok else EXIT_ROWS_FAILED, "completed", {}, totals)
-
-
-def _block_rest(journal: J.Journal, scan_id: int, code: str, message: str) -> None:
-    journal.db.execute(
-        "UPDATE rows SET state = ?, error_code = ?, error_message = ?, updated_at = ? "
-        "WHERE seen_run = ? AND state IN ('pending', 'ready')",
-        (J.BLOCKED, code, message, J.now_iso(), scan_id),
-    )
 
 
 class _signals:

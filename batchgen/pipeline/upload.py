@@ -12,14 +12,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchgen import journal as J
-from batchgen.catalog import Catalog
 from batchgen.errors import BatchgenError
-from batchgen.filetypes import kind_of_mime, sniff_mime
+from batchgen.job.catalog import Catalog
+from batchgen.job.filetypes import kind_of_mime, sniff_mime
+from batchgen.job.references import resolve_reference
 from batchgen.pipeline.remote import fetched_violations, from_bytes, from_error, size_cap
+from batchgen.store import journal as J
 
 if TYPE_CHECKING:
-    from batchgen.client import RivyaClient
+    from batchgen.rivya.client import RivyaClient
 
 
 class RowFailure(BatchgenError):
@@ -133,9 +134,7 @@ class Uploader:
 
     async def _upload(self, sha: str, cell: str, data: bytes | None, model: str) -> J.Upload:
         if data is None:
-            path = Path(cell).expanduser()
-            if not path.is_absolute():
-                path = self.base_dir / path
+            path = resolve_reference(cell, self.base_dir)
             try:
                 data = await asyncio.to_thread(path.read_bytes)
             except OSError as exc:

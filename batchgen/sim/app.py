@@ -9,6 +9,7 @@ handler (:mod:`batchgen.sim.handlers`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import random
@@ -19,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from batchgen.catalog import Catalog
+from batchgen.job.catalog import Catalog
 from batchgen.sim.faults import Faults, RateDecision, RateLimiter
 from batchgen.sim.handlers import ACCOUNT_KEY, CODE_KEY, DROPPED_KEY, Handlers, drop
 from batchgen.sim.openapi import openapi_document
@@ -88,9 +89,24 @@ class Simulator:
         usable = [k for k in first.keys if k.status == "active" and k.scopes >= ALL_SCOPES]
         self.account_id: str = first.id
         self.api_key: str = (usable or list(first.keys))[0].key
-        self._models_body = json.dumps(self.catalog.to_api()).encode()
+        self._models_body = b""
+        self._models_etag = ""
+        self._models_fault: tuple[int, bytes] | None = None
+        self.set_catalog(self.catalog)
 
     # ---------------------------------------------------------------- public helpers
+
+    def set_models_fault(self, status: int, body: bytes) -> None:
+        """A fault knob: answer ``GET /models`` with ``status`` and ``body`` (e.g. a malformed
+        catalog) while still enforcing the catalog; :meth:`set_catalog` ends it."""
+        self._models_fault = (status, body)
+
+    def set_catalog(self, catalog: Catalog) -> None:
+        """Serve and enforce ``catalog`` from now on (a changed price, a new model, ...)."""
+        self._models_fault = None
+        self.catalog = catalog
+        self._models_body = json.dumps(catalog.to_api()).encode()
+        self._models_etag = '"' + hashlib.sha256(self._models_body).hexdigest()[:32] + '"'
 
     def new_key_secret(self) -> str:
         """A fresh ``rvya_sk_...`` secret (deterministic when the config has a seed)."""
@@ -267,7 +283,17 @@ class Simulator:
     # ---------------------------------------------------------------- public and admin routes
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._models_body, content_type="application/json")
+        if self._models_fault is not None:
+            status, body = self._models_fault
+            return web.Response(status=status, body=body, content_type="application/json")
+        # A strong ETag over the body: If-None-Match with it gets 304 and no body.
+        headers = {"ETag": self._models_etag, "Cache-Control": "public, max-age=60"}
+        asked = request.headers.get("If-None-Match", "")
+        if self._models_etag in (t.strip() for t in asked.split(",")):
+            return web.Response(status=304, headers=headers)
+        return web.Response(
+            body=self._models_body, content_type="application/json", headers=headers
+        )
 
     async def _openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document(f"{request.scheme}://{request.host}"))

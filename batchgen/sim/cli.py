@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import sys
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,152 +33,81 @@ async def _serve(server: SimServer) -> None:
         await stop.wait()
 
 
-# Every flag that sets a SimConfig field takes its default from SimConfig, so ``--help`` shows
-# what the simulator really does (tests/test_docs.py checks them, value by value).
-_D = SimConfig()
+def _value_type(name: str) -> Any:
+    """The type of a SimConfig field's value (``int`` for ``int | None``)."""
+    hint = typing.get_type_hints(SimConfig)[name]
+    return next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+
+
+def _param_name(f: dataclasses.Field[Any]) -> str:
+    """The flag's parameter name: the field's, but ``no_...`` for a negated switch."""
+    flag = f.metadata["flag"]
+    return flag.lstrip("-").replace("-", "_") if f.metadata["negate"] and flag else f.name
+
+
+def _knob_options(command: Callable[..., None]) -> Callable[..., None]:
+    """One flag per :func:`~batchgen.sim.state.knob` field of SimConfig, its default and help
+    taken from the field, so ``--help`` shows what the simulator really does."""
+    for f in reversed(dataclasses.fields(SimConfig)):
+        meta = f.metadata
+        if "help" not in meta:
+            continue
+        name = meta["flag"] or "--" + f.name.replace("_", "-")
+        kwargs: dict[str, Any] = {"help": meta["help"], "show_default": meta["show_default"]}
+        if meta["negate"]:
+            kwargs.update(is_flag=True, default=not f.default, show_default=False)
+        elif meta["choices"]:
+            kwargs.update(type=click.Choice(meta["choices"]), default=str(f.default))
+        else:
+            kwargs.update(type=_value_type(f.name), default=f.default)
+        command = click.option(name, _param_name(f), **kwargs)(command)
+    return command
+
+
+def _config(knobs: dict[str, Any]) -> SimConfig:
+    """The SimConfig the flags ask for."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(SimConfig):
+        if "help" not in f.metadata or _param_name(f) not in knobs:
+            continue
+        value, meta = knobs[_param_name(f)], f.metadata
+        if meta["negate"]:
+            value = not value
+        elif meta["choices"]:
+            value = _value_type(f.name)(value)
+        elif meta["zero_is_none"] and not value:
+            value = None
+        values[f.name] = value
+    return SimConfig(**values)
 
 
 @click.command("sim")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8787, show_default=True, type=int, help="Port (0 = any free).")
-@click.option(
-    "--credits", default=_D.credits, show_default=True, type=int, help="Starting balance."
-)
-@click.option(
-    "--rate",
-    default=_D.rate,
-    show_default=True,
-    type=float,
-    help="Requests/s per account; 0 = off.",
-)
-@click.option(
-    "--burst", default=_D.burst, type=int, help="Token bucket size [default: ceil(rate)]."
-)
-@click.option(
-    "--no-rate-headers",
-    is_flag=True,
-    default=not _D.rate_limit_headers,
-    help="Omit X-RateLimit-* headers on 429.",
-)
-@click.option(
-    "--latency", default=_D.latency, show_default=True, type=float, help="Median seconds per task."
-)
+@_knob_options
 @click.option(
     "--latency-by-model",
     default="",
     metavar="MODEL=SECONDS,...",
     help="Median seconds per task of some models (the others use --latency).",
 )
-@click.option(
-    "--latency-sigma",
-    default=_D.latency_sigma,
-    show_default=True,
-    type=float,
-    help="Sigma of the log-normal latency.",
-)
-@click.option(
-    "--queue-time",
-    default=_D.queue_time,
-    show_default=True,
-    type=float,
-    help="Median queued seconds.",
-)
-@click.option(
-    "--failure-rate",
-    default=_D.failure_rate,
-    show_default=True,
-    type=float,
-    help="Tasks that fail.",
-)
-@click.option(
-    "--error-rate", default=_D.error_rate, show_default=True, type=float, help="500 answers."
-)
-@click.option(
-    "--html-error-rate", default=_D.html_error_rate, show_default=True, type=float, help="502 HTML."
-)
-@click.option(
-    "--drop-rate", default=_D.drop_rate, show_default=True, type=float, help="Dropped, no effect."
-)
-@click.option(
-    "--drop-after-rate",
-    default=_D.drop_after_rate,
-    show_default=True,
-    type=float,
-    help="Dropped after effect.",
-)
-@click.option(
-    "--stuck-rate", default=_D.stuck_rate, show_default=True, type=float, help="Tasks never end."
-)
-@click.option(
-    "--slow-rate", default=_D.slow_rate, show_default=True, type=float, help="Requests slowed."
-)
-@click.option(
-    "--slow-seconds",
-    default=_D.slow_seconds,
-    show_default=True,
-    type=float,
-    help="Delay of a slowed request.",
-)
-@click.option(
-    "--create-status",
-    default=str(_D.create_status),
-    show_default=True,
-    type=click.Choice(["200", "201", "202"]),
-    help="Status of a successful create.",
-)
-@click.option(
-    "--insufficient-status",
-    default=_D.insufficient_status,
-    show_default=True,
-    type=int,
-    help="Status of insufficient_credits.",
-)
-@click.option(
-    "--image-size",
-    "image_long_side",
-    default=_D.image_long_side,
-    show_default=True,
-    type=int,
-    help="Long side of result images, pixels.",
-)
-@click.option(
-    "--media-delay",
-    default=_D.media_delay,
-    show_default=True,
-    type=float,
-    help="Seconds before a result image is served.",
-)
-@click.option(
-    "--api-key", default=_D.api_key, help="Use this key (rvya_sk_...) instead of a new one."
-)
-@click.option("--seed", default=_D.seed, type=int, help="Seed of every random choice.")
 @click.option("--access-log", is_flag=True, help="Log every request to stderr.")
+@click.option(
+    "--catalog",
+    "catalog_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Serve and enforce this model catalog (a GET /api/v1/models answer) instead of the "
+    "shipped one.",
+)
 def sim_command(
     host: str,
     port: int,
-    credits: int,
-    rate: float,
-    burst: int | None,
-    no_rate_headers: bool,
-    latency: float,
-    latency_by_model: str,
-    latency_sigma: float,
-    queue_time: float,
-    failure_rate: float,
-    error_rate: float,
-    html_error_rate: float,
-    drop_rate: float,
-    drop_after_rate: float,
-    stuck_rate: float,
-    slow_rate: float,
-    slow_seconds: float,
-    create_status: str,
-    insufficient_status: int,
-    image_long_side: int,
-    media_delay: float,
-    api_key: str | None,
-    seed: int | None,
     access_log: bool,
+    catalog_file: str | None,
+    latency_by_model: str,
+    **knobs: Any,
 ) -> None:
     """Run a local Rivya API v1 simulator.
 
@@ -181,33 +115,24 @@ def sim_command(
 
     Example: batchgen sim --port 8787 --latency 2 --failure-rate 0.05 --rate 20
     """
+    api_key = knobs.get("api_key")
     if api_key is not None and not api_key.startswith("rvya_sk_"):
         raise click.BadParameter("API keys start with rvya_sk_", param_hint="--api-key")
-    config = SimConfig(
-        credits=credits,
-        rate=rate if rate else None,
-        burst=burst,
-        rate_limit_headers=not no_rate_headers,
-        create_status=int(create_status),
-        insufficient_status=insufficient_status,
-        latency=latency,
-        latency_by_model=_latency_by_model(latency_by_model),
-        latency_sigma=latency_sigma,
-        queue_time=queue_time,
-        failure_rate=failure_rate,
-        error_rate=error_rate,
-        html_error_rate=html_error_rate,
-        drop_rate=drop_rate,
-        drop_after_rate=drop_after_rate,
-        stuck_rate=stuck_rate,
-        slow_rate=slow_rate,
-        slow_seconds=slow_seconds,
-        image_long_side=image_long_side,
-        media_delay=media_delay,
-        api_key=api_key,
-        seed=seed,
-    )
-    server = SimServer(config, host=host, port=port, access_log=access_log)
+    config = _config(knobs)
+    config.latency_by_model = _latency_by_model(latency_by_model)
+    catalog = None
+    if catalog_file is not None:
+        from batchgen.job.catalog import Catalog, CatalogError
+
+        try:
+            catalog = Catalog.from_file(Path(catalog_file))
+        except (OSError, CatalogError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise click.BadParameter(
+                f"{catalog_file}: {reason}; give a GET /api/v1/models answer saved as JSON",
+                param_hint="--catalog",
+            ) from None
+    server = SimServer(config, host=host, port=port, access_log=access_log, catalog=catalog)
     if access_log:
         import logging
 

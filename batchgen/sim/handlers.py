@@ -10,17 +10,42 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import BodyPartReader, web
 
-from batchgen.catalog import REFERENCE_PARAM, ReferenceInfo, Violation
-from batchgen.filetypes import image_problem, sniff_mime
+from batchgen.job.catalog import REFERENCE_PARAM, Catalog, ReferenceInfo, Violation
+from batchgen.job.filetypes import image_problem, sniff_mime
 from batchgen.sim.images import CONTENT_TYPES, EXTENSIONS, render
 from batchgen.sim.state import FileRecord, InsufficientCredits, Task, fingerprint, iso
 
 if TYPE_CHECKING:
-    from batchgen.sim.app import Simulator
+    from batchgen.job.catalog import Catalog
+    from batchgen.sim.faults import Faults
+    from batchgen.sim.state import Ledger, SimConfig, SimState
+
+
+class Simulator(Protocol):
+    """What the handlers need of :class:`batchgen.sim.app.Simulator` (which builds them), so
+    that this module does not import the app back."""
+
+    config: SimConfig
+    catalog: Catalog
+    ledger: Ledger
+    faults: Faults
+    state: SimState
+
+    def clock(self) -> float: ...
+
+    def error(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> web.Response: ...
+
 
 CREATE_FIELDS = frozenset({"model", "prompt", "params", "client_request_id"})
 MAX_CLIENT_REQUEST_ID = 128
@@ -43,7 +68,11 @@ class Handlers:
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
         self.state = sim.state
-        self.catalog = sim.catalog
+
+    @property
+    def catalog(self) -> Catalog:
+        """The simulator's current catalog (tests may replace it while it serves)."""
+        return self.sim.catalog
 
     def _invalid(self, violations: list[Violation]) -> web.Response:
         return self.sim.error(

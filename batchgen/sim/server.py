@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from batchgen.catalog import Catalog
+from batchgen.job.catalog import Catalog
 from batchgen.sim.app import Simulator
 from batchgen.sim.state import SimConfig
 
@@ -44,6 +44,10 @@ class SimServer:
     def config(self) -> SimConfig:
         """The simulator's configuration (knobs may be changed while it runs)."""
         return self.sim.config
+
+    def set_catalog(self, catalog: Catalog) -> None:
+        """Serve and enforce ``catalog`` from now on (a changed price, a new model, ...)."""
+        self.sim.set_catalog(catalog)
 
     @property
     def api_key(self) -> str:

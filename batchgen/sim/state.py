@@ -61,35 +61,78 @@ class AccountConfig:
     credits: int | None = None
 
 
+def knob(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    zero_is_none: bool = False,
+    negate: bool = False,
+    show_default: bool = True,
+) -> Any:
+    """A :class:`SimConfig` field that ``batchgen sim`` offers as a flag (sim/cli.py builds the
+    flags from these): its help, and how the flag maps to the value.
+
+    ``flag`` names the flag when it is not the field's name; ``choices`` are its only values (as
+    text, converted to the field's type); ``zero_is_none``: the flag's 0 means None; ``negate``:
+    an on/off field offered as a ``--no-...`` switch.
+    """
+    meta = {
+        "help": help,
+        "flag": flag,
+        "choices": choices,
+        "zero_is_none": zero_is_none,
+        "negate": negate,
+        "show_default": show_default,
+    }
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class SimConfig:
-    """Every knob of the simulator. Rates are probabilities per request (or per task)."""
+    """Every knob of the simulator. Rates are probabilities per request (or per task).
 
-    credits: int = 10_000
-    rate: float | None = 20.0  # requests/s per account, shared by all endpoints; None = unlimited
-    burst: int | None = None  # bucket size; None = max(1, ceil(rate))
-    rate_limit_headers: bool = True  # send Retry-After's companions X-RateLimit-*
-    create_status: int = 202  # status of a successful (non-replayed) create: 200, 201 or 202
-    insufficient_status: int = 402
-    latency: float = 2.0  # median seconds of processing (log-normal)
-    latency_by_model: dict[str, float] = field(default_factory=dict)  # model id -> its median
-    latency_sigma: float = 0.4  # sigma of the log-normal latency and queue time
-    queue_time: float = 0.2  # median seconds queued before processing (0 = none)
-    failure_rate: float = 0.0  # tasks ending failed with generation_failed
-    error_rate: float = 0.0  # requests answered 500 internal_error before any effect
-    html_error_rate: float = 0.0  # requests answered 502 with an HTML body before any effect
-    drop_rate: float = 0.0  # connections dropped before any effect
-    drop_after_rate: float = 0.0  # creates/uploads done, then the connection dropped
-    stuck_rate: float = 0.0  # tasks that never finish (credits stay reserved)
-    slow_rate: float = 0.0  # requests delayed by slow_seconds
-    slow_seconds: float = 2.0
+    A field made with :func:`knob` is a flag of ``batchgen sim``, its default and help taken from
+    here; the others are set by tests and the Python API only.
+    """
+
+    credits: int = knob(10_000, "Starting balance.")
+    rate: float | None = knob(20.0, "Requests/s per account; 0 = off.", zero_is_none=True)
+    burst: int | None = knob(
+        None, "Token bucket size [default: ceil(rate)].", show_default=False
+    )  # None = max(1, ceil(rate))
+    rate_limit_headers: bool = knob(
+        True, "Omit X-RateLimit-* headers on 429.", flag="--no-rate-headers", negate=True
+    )
+    create_status: int = knob(
+        202, "Status of a successful create.", choices=("200", "201", "202")
+    )  # of a successful (non-replayed) create
+    insufficient_status: int = knob(402, "Status of insufficient_credits.")
+    latency: float = knob(2.0, "Median seconds per task.")  # log-normal
+    # model id -> its median seconds (``--latency-by-model``); the others take ``latency``
+    latency_by_model: dict[str, float] = field(default_factory=dict)
+    latency_sigma: float = knob(0.4, "Sigma of the log-normal latency.")  # and of queue time
+    queue_time: float = knob(0.2, "Median queued seconds.")  # before processing (0 = none)
+    failure_rate: float = knob(0.0, "Tasks that fail.")  # ending failed with generation_failed
+    error_rate: float = knob(0.0, "500 answers.")  # internal_error before any effect
+    html_error_rate: float = knob(0.0, "502 HTML.")  # an HTML body, before any effect
+    drop_rate: float = knob(0.0, "Dropped, no effect.")  # connections dropped before any effect
+    drop_after_rate: float = knob(
+        0.0, "Dropped after effect."
+    )  # creates/uploads done, then dropped
+    stuck_rate: float = knob(0.0, "Tasks never end.")  # credits stay reserved
+    slow_rate: float = knob(0.0, "Requests slowed.")  # delayed by slow_seconds
+    slow_seconds: float = knob(2.0, "Delay of a slowed request.")
     create_delay: float = 0.0  # seconds a create holds its Idempotency-Key before the task exists
     api_disabled: bool = False  # every /api/v1 request -> 503 public_api_disabled
     idempotency_ttl: float = 86_400.0
-    image_long_side: int = 256
-    media_delay: float = 0.0  # seconds before a result image is served (a slow CDN)
-    seed: int | None = None
-    api_key: str | None = None  # the default account's key; derived from seed when None
+    image_long_side: int = knob(256, "Long side of result images, pixels.", flag="--image-size")
+    media_delay: float = knob(0.0, "Seconds before a result image is served.")  # a slow CDN
+    seed: int | None = knob(None, "Seed of every random choice.", show_default=False)
+    api_key: str | None = knob(
+        None, "Use this key (rvya_sk_...) instead of a new one.", show_default=False
+    )  # the default account's key; derived from seed when None
     accounts: tuple[AccountConfig, ...] = ()  # empty: one account DEFAULT_ACCOUNT with api_key
     max_upload_bytes: int = 64_000_000  # bytes read from one upload before giving up
 

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchgen.coerce import (
+from batchgen.errors import UsageError
+from batchgen.job.apikey import ApiKey, read_key_file
+from batchgen.job.coerce import (
     Value,
     as_bool,
     as_choice,
@@ -33,12 +35,11 @@ from batchgen.coerce import (
     expand_path,
     suggest,
 )
-from batchgen.errors import UsageError
-from batchgen.settings_doc import DEFAULTS, DOC_BY_FIELD, JOB_KEYS, ZERO_MEANS
+from batchgen.job.settings_table import DEFAULTS, DOC_BY_FIELD, JOB_KEYS, ZERO_MEANS
+from batchgen.job.template import parse_template
 
 if TYPE_CHECKING:
-    from batchgen.catalog import Catalog
-    from batchgen.records import ApiKey
+    from batchgen.job.catalog import Catalog
 
 MANIFEST_FORMATS = ("csv", "parquet", "jsonl")
 SUFFIX_FORMATS = {
@@ -95,6 +96,9 @@ class Settings:
     retry_failed: bool
     dry_run: bool
     base_url: str
+    catalog: Path | None
+    catalog_max_age: float
+    cache_dir: Path
     api_key: ApiKey | None = field(repr=False, compare=False)
     api_key_source: str
     simulate: bool
@@ -125,10 +129,11 @@ _INT_MIN = {
     "download_concurrency": 1,
     "max_credits": 0,
 }
-_FLOATS = ("rate", "task_timeout", "status_interval")
+_FLOATS = ("rate", "task_timeout", "status_interval", "catalog_max_age")
+_MAY_BE_ZERO = ("catalog_max_age",)
 _RANGES = ("poll_first", "poll_interval")
 _BOOLS = ("allow_partial", "retry_failed", "dry_run", "simulate", "quiet")
-_PATHS = ("manifest", "output", "journal", "download_dir")
+_PATHS = ("manifest", "output", "journal", "download_dir", "catalog", "cache_dir")
 _OPTIONAL_STRS = ("model_column", "reference_column", "model", "template", "prompt_column")
 _STRS = ("job_id", "manifest_format", "id_column", "base_url", "progress", "log_format")
 _CHOICES = {
@@ -152,18 +157,20 @@ def resolve_settings(
     *,
     catalog: Catalog | None = None,
     cwd: Path | None = None,
+    check_models: bool = True,
 ) -> Settings:
     """Resolve flags (Settings field name -> value, None = not given), environment and job file.
 
-    ``catalog`` (default: the packaged one) checks model ids and param keys; ``cwd`` (default:
-    the current directory) anchors relative paths given by flags and environment variables.
-    Raises UsageError for every problem, naming the flag, variable or job-file key.
+    ``catalog`` (default: the packaged one) checks model ids and param keys, unless
+    ``check_models`` is false (a first pass, to learn where to get the catalog from); ``cwd``
+    (default: the current directory) anchors relative paths given by flags and environment
+    variables. Raises UsageError for every problem, naming the flag, variable or job-file key.
     """
     unknown = sorted(set(flags) - _FLAG_NAMES)
     if unknown:
         raise ValueError(f"resolve_settings: unknown flag names {unknown}")
     if catalog is None:
-        from batchgen.catalog import Catalog
+        from batchgen.job.catalog import Catalog
 
         catalog = Catalog.default()
     cwd = Path.cwd() if cwd is None else cwd
@@ -176,9 +183,8 @@ def resolve_settings(
         given = flags.get(name)
         if given is not None:
             return Value(given, "--" + name.replace("_", "-"), cwd)
-        doc = DOC_BY_FIELD[name]
-        for var in (doc.env or "").split(", "):
-            if var and environ.get(var, "") != "":
+        for var in _env_names(name):
+            if environ.get(var, "") != "":
                 return Value(environ[var], var, cwd)
         if name in job:
             return Value(job[name][0], f"{job_file}: {job[name][1]}", job_dir)
@@ -197,7 +203,7 @@ def resolve_settings(
     for name in _FLOATS:
         v = pick(name, DEFAULTS[name])
         number = as_float(v)
-        if name not in ZERO_MEANS and number == 0:
+        if name not in ZERO_MEANS and name not in _MAY_BE_ZERO and number == 0:
             raise UsageError(f"{name} must be more than 0", v.where, "give a positive number")
         put(name, number, v.where)
     for name in ZERO_MEANS:
@@ -276,16 +282,16 @@ def resolve_settings(
         )
 
     model = out["model"]
-    if model is not None:
+    if model is not None and check_models:
         _check_model_id(catalog, model.strip(), sources["model"])
         model = model.strip()
     template = out["template"]
     if template is not None:
-        from batchgen.manifest import parse_template
-
         parse_template(template, sources["template"])
 
-    params, params_by_model, param_columns = _resolve_params(flags, job, str(job_file), catalog)
+    params, params_by_model, param_columns = _resolve_params(
+        flags, job, str(job_file), catalog if check_models else None
+    )
     for name in _MAPPINGS:
         sources.update(_mapping_where(flags, job, name, job_file))
 
@@ -294,10 +300,18 @@ def resolve_settings(
     out.update(
         job_file=job_path, manifest=manifest, output=output, journal=journal, model=model,
         download_dir=paths["download_dir"], base_url=base_url, params=params,
+        catalog=paths["catalog"], cache_dir=paths["cache_dir"] or default_cache_dir(),
         params_by_model=params_by_model, param_columns=param_columns, api_key=api_key,
         api_key_source=api_key_source,
     )  # fmt: skip
     return Settings(**out, sources=sources)
+
+
+def default_cache_dir() -> Path:
+    """The user's cache folder for batchgen (platformdirs: ``~/.cache/batchgen`` on Linux)."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("batchgen", appauthor=False))
 
 
 # --------------------------------------------------------------------------- job file
@@ -352,10 +366,15 @@ def _resolve_params(
     flags: Mapping[str, Any],
     job: Mapping[str, tuple[Any, str]],
     shown: str,
-    catalog: Catalog,
+    catalog: Catalog | None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, str]]:
-    """Merge job-file and flag params (flags win key by key) and check them against the catalog."""
-    all_keys = sorted({key for mid in catalog.ids() for key in _model_params(catalog, mid)})
+    """Merge job-file and flag params (flags win key by key) and check them against the catalog
+    (None: check only their shape)."""
+    all_keys = (
+        sorted({key for mid in catalog.ids() for key in _model_params(catalog, mid)})
+        if catalog is not None
+        else None
+    )
 
     def table(name: str, source: Any, where: str) -> dict[str, Any]:
         if source is None:
@@ -369,7 +388,7 @@ def _resolve_params(
     params.update(table("params", flags.get("params"), "--param"))
     for key, value in params.items():
         where = "--param" if key in (flags.get("params") or {}) else job_where["params"] + "." + key
-        if key not in all_keys:
+        if all_keys is not None and key not in all_keys:
             raise UsageError(
                 f"no model in the catalog has a param {key!r}",
                 where,
@@ -385,12 +404,14 @@ def _resolve_params(
     for source, where in sources:
         for model_id, model_params in table("params_by_model", source, where).items():
             here = f"{where}.{model_id}" if where.startswith(shown) else where
-            _check_model_id(catalog, model_id, here)
+            if catalog is not None:
+                _check_model_id(catalog, model_id, here)
             merged = by_model.setdefault(model_id, {})
             merged.update(table(f"params_by_model.{model_id}", model_params, here))
-            known = sorted(_model_params(catalog, model_id))
+            spec = catalog.get(model_id) if catalog is not None else None
+            known = sorted(spec.params) if spec is not None else []
             for key, value in merged.items():
-                if key not in known:
+                if spec is not None and spec.params_known and key not in known:
                     raise UsageError(
                         f"model {model_id!r} has no param {key!r}",
                         f"{here}.{key}",
@@ -404,7 +425,7 @@ def _resolve_params(
     columns.update(table("param_columns", flags.get("param_columns"), "--param-columns"))
     for key, column in columns.items():
         where = job_where.get("param_columns", "--param-columns") + f".{key}"
-        if key not in all_keys:
+        if all_keys is not None and key not in all_keys:
             raise UsageError(
                 f"no model in the catalog has a param {key!r}",
                 where,
@@ -454,6 +475,11 @@ def _mapping_where(
 # --------------------------------------------------------------------------- API key
 
 
+def _env_names(name: str) -> list[str]:
+    """The environment variables of a setting, from the settings table, first one winning."""
+    return [var for var in (DOC_BY_FIELD[name].env or "").split(", ") if var]
+
+
 def _resolve_api_key(
     flags: Mapping[str, Any],
     environ: Mapping[str, str],
@@ -469,47 +495,26 @@ def _resolve_api_key(
     if flags.get("api_key_file") is not None:
         path = expand_path(Path(flags["api_key_file"]), cwd, home)
         where = f"--api-key-file {flags['api_key_file']}"
-        return _wrap_key(_read_key_file(path, where), where), where
-    if environ.get("RIVYA_API_KEY", "").strip():
-        return _wrap_key(environ["RIVYA_API_KEY"], "RIVYA_API_KEY"), "RIVYA_API_KEY"
-    for var in ("RIVYA_API_KEY_FILE", "BATCHGEN_API_KEY_FILE"):
+        return _wrap_key(read_key_file(path, where), where), where
+    for var in _env_names("api_key"):
+        if environ.get(var, "").strip():
+            return _wrap_key(environ[var], var), var
+    for var in _env_names("api_key_file"):
         if environ.get(var, "").strip():
             path = expand_path(Path(environ[var]), cwd, home)
             where = f"{var} ({environ[var]})"
-            return _wrap_key(_read_key_file(path, where), where), where
+            return _wrap_key(read_key_file(path, where), where), where
     if "api_key_file" in job:
         value, key = job["api_key_file"]
         where = f"{shown}: {key}"
         if not isinstance(value, str) or not value.strip():
             raise UsageError("expected a file path", where, "quote the path")
         path = expand_path(Path(value), job_dir, home)
-        return _wrap_key(_read_key_file(path, where), where), where
+        return _wrap_key(read_key_file(path, where), where), where
     return None, NO_KEY_SOURCE
 
 
-def _read_key_file(path: Path, where: str) -> str:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(
-            f"API key file {path} not found", where, "create it or set RIVYA_API_KEY"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise UsageError(
-            f"cannot read API key file {path}: {reason}",
-            where,
-            "check the file and its permissions",
-        ) from None
-    key = text.strip()
-    if not key:
-        raise UsageError(f"API key file {path} is empty", where, "put the rvya_sk_... key in it")
-    return key
-
-
 def _wrap_key(value: str, where: str) -> ApiKey:
-    from batchgen.records import ApiKey
-
     key = ApiKey.from_env_or_file(value.strip(), None)
     if key is None:
         raise UsageError("API key is blank", where, "give the rvya_sk_... key")

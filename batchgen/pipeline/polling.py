@@ -5,7 +5,7 @@ completion times observed so far for its model (and parameters, if the caller pu
 key), from a bounded sample of recent durations:
 
 * while requests are the scarce resource (the shared budget is rate-bound, see
-  :attr:`batchgen.control.RequestBudget.pressured`), a high quantile (``Q_PRESSURED``): nearly
+  :attr:`batchgen.rivya.budget.RequestBudget.pressured`), a high quantile (``Q_PRESSURED``): nearly
   every task is done at its first poll, so a row costs about one submit and one poll;
 * otherwise a middle one (``Q_RELAXED``): requests are free, latency is what counts.
 
@@ -211,7 +211,7 @@ class PollScheduler:
     ) -> None:
         """Record how long a task of ``model_key`` took from submit to a terminal status.
 
-        ``exact=True``: the task's real duration (:attr:`batchgen.client.Task.seconds_to_done`,
+        ``exact=True``: the task's real duration (:attr:`batchgen.rivya.client.Task.seconds_to_done`,
         server clock). Otherwise it is the time the task was *noticed* done, an upper bound; with
         ``task_id`` the scheduler knows the task's polls: noticed at the first poll, all that is
         known is "done by then", so it counts as no more than the current median; noticed later,

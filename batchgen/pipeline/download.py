@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import re
 import sqlite3
 import unicodedata
@@ -34,18 +35,20 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from batchgen import journal as J
 from batchgen.errors import ApiError, BatchgenError
+from batchgen.rivya import retry as R
+from batchgen.store import files
+from batchgen.store import journal as J
 
 if TYPE_CHECKING:
-    from batchgen.client import RivyaClient
+    from batchgen.rivya.client import RivyaClient
 
 DEFAULT_MAX_BYTES = 50_000_000
 """Largest result accepted, bytes (the API's largest upload limit; images are far smaller)."""
 DEFAULT_ATTEMPTS = 3
 """Download attempts per result, the first included (each may hold the client's own retries)."""
 DEFAULT_RETRY_DELAY = 1.0
-"""Seconds before the second attempt; doubles per attempt."""
+"""Base of the backoff between attempts (rivya/retry.py: capped exponential, full jitter)."""
 DEFAULT_TIMEOUT = 120.0
 """Seconds one attempt may take, retries inside the client included."""
 NAME_CHARS = 80
@@ -122,20 +125,8 @@ def check_image(data: bytes, declared: str | None) -> str:
 
 
 def write_atomic(folder: Path, name: str, data: bytes) -> Path:
-    """Write ``data`` to ``folder/name`` through a temporary file and a rename."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    tmp = folder / f".{name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``data`` to ``folder/name`` atomically (:mod:`batchgen.store.files`)."""
+    return files.write_atomic(folder / name, data)
 
 
 def needs_download(row: Mapping[str, Any] | sqlite3.Row) -> bool:
@@ -192,6 +183,9 @@ class Downloader:
         self.max_bytes = max_bytes
         self.attempts = max(1, attempts)
         self.retry_delay = retry_delay
+        # Waits between attempts come from the one retry policy (rivya/retry.py), as for API calls.
+        self.policy = R.RetryPolicy(max_attempts=self.attempts, base_delay=retry_delay)
+        self._rng = random.Random()
         self.timeout = timeout
         self.emit = emit or (lambda *a, **k: None)
         self.downloaded = 0
@@ -290,7 +284,10 @@ class Downloader:
                         url = fresh
                         continue
                 if attempt < self.attempts:
-                    await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
+                    after = exc.retry_after if isinstance(exc, ApiError) else None
+                    await asyncio.sleep(
+                        R.retry_delay(attempt, after, policy=self.policy, rng=self._rng)
+                    )
                 continue
             self.journal.update_row(
                 key,

@@ -13,6 +13,8 @@ none), rx / ix placeholder text, h relative link to the downloaded file.
 from __future__ import annotations
 
 PAGE_SIZE = 200
+DEFAULT_THUMB = 128
+"""Pixels of a thumbnail's long side (``report --thumb-size``)."""
 
 HEAD = """<!doctype html>
 <html lang="en">

@@ -34,17 +34,17 @@ from typing import Any, TextIO
 
 from PIL import Image, features
 
-from batchgen import journal as J
-from batchgen.client import RivyaClient
-from batchgen.config import Settings
-from batchgen.download import DEFAULT_MAX_BYTES
 from batchgen.errors import BatchgenError, TransportError, UsageError
-from batchgen.ops import open_journal, running_pid
-from batchgen.report_template import HEAD, PAGE_SIZE, TAIL
-from batchgen.retry import RetryPolicy
+from batchgen.job.references import is_url, resolve_reference
+from batchgen.job.settings import Settings
+from batchgen.pipeline.download import DEFAULT_MAX_BYTES
+from batchgen.rivya.client import RivyaClient
+from batchgen.rivya.retry import RetryPolicy
+from batchgen.store import journal as J
+from batchgen.store.files import replacing
+from batchgen.views.report_page import DEFAULT_THUMB, HEAD, PAGE_SIZE, TAIL
+from batchgen.views.status import open_journal, running_pid
 
-DEFAULT_THUMB = 128
-"""Pixels of a thumbnail's long side."""
 CHUNK = 250
 """Cards made and written at a time."""
 PROMPT_CHARS = 600
@@ -102,21 +102,8 @@ def _try_thumb(source: Path | bytes, px: int) -> str | None:
 
 def collect_summary(journal: J.Journal, scan: int) -> dict[str, Any]:
     """The report's summary figures, from the journal (JSON-able)."""
-    db = journal.db
-    by_model = [
-        {"model": r[0] or "", "rows": r[1], "succeeded": r[2], "charged": r[3], "reserved": r[4]}
-        for r in db.execute(
-            "SELECT model, COUNT(*), SUM(state = 'succeeded'), COALESCE(SUM(final_credits), 0), "
-            "COALESCE(SUM(reserved_credits), 0) FROM rows WHERE seen_run = ? GROUP BY model "
-            "ORDER BY model",
-            (scan,),
-        )
-    ]
-    durations: dict[str, list[float]] = {}
-    for model, seconds in db.execute(
-        "SELECT model, duration_s FROM rows WHERE seen_run = ? AND duration_s IS NOT NULL", (scan,)
-    ):
-        durations.setdefault(model or "", []).append(float(seconds))
+    by_model = journal.by_model(scan)
+    durations = journal.scan_durations(scan)
     timings = []
     for model, values in sorted(durations.items()):
         values.sort()
@@ -306,7 +293,7 @@ class _Builder:
         if cell in self.ref_index:
             got = self.ref_index[cell]
             return (got, "") if isinstance(got, int) else (-1, got)
-        if cell.startswith(("http://", "https://")):
+        if is_url(cell):
             data, why = await self.fetch(cell)
             uri = await self.thumb(data) if data is not None else None
             why = (
@@ -315,8 +302,7 @@ class _Builder:
                 else "reference unreadable"
             )
         else:
-            path = Path(cell)
-            uri = await self.thumb(path if path.is_absolute() else self.base / path)
+            uri = await self.thumb(resolve_reference(cell, self.base))
             why = "reference missing or unreadable"
         result: int | str = why if uri is None else self._add(uri)
         self.ref_index[cell] = result
@@ -414,8 +400,6 @@ async def write_report(
         if pid:
             sub += f" · a run (pid {pid}) is still going on: this is a snapshot"
         title = f"batchgen report: {job_id}"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         client = None
         if fetch:
             client = RivyaClient(
@@ -428,7 +412,7 @@ async def write_report(
             )
         builder = _Builder(settings, out, thumb_px, client)
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
+            with replacing(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
                 fh.write(
                     HEAD.format(
                         title=html.escape(title),
@@ -438,9 +422,7 @@ async def write_report(
                 )
                 await _write_cards(fh, builder, _records(journal, scan))
                 fh.write(TAIL % {"page": PAGE_SIZE})
-            os.replace(tmp, out)
         finally:
-            tmp.unlink(missing_ok=True)
             builder.pool.shutdown()
             if client is not None:
                 await client.close()

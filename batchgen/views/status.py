@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from batchgen import journal as J
-from batchgen.config import Settings
 from batchgen.errors import UsageError
-from batchgen.output import write_output
+from batchgen.job.settings import Settings
+from batchgen.store import journal as J
+from batchgen.store.output import write_output
 
 
 def open_journal(settings: Settings) -> J.Journal:
@@ -56,7 +56,7 @@ def job_status(settings: Settings) -> dict[str, Any]:
             "credits_reserved": 0,
             "credits_charged": 0,
             "errors": {},
-            "uploads_cached": journal.db.execute("SELECT COUNT(*) FROM uploads").fetchone()[0],
+            "uploads_cached": journal.upload_count(),
             "runs": [
                 {
                     k: r[k]

@@ -1,7 +1,7 @@
 """The table of every setting: field, flag, environment variable, job-file key, default, meaning.
 
 One source for ``--help`` (cli.py builds the run flags from it), the job-file layout (JOB_KEYS),
-the defaults :func:`batchgen.config.resolve_settings` applies (:data:`DEFAULTS`) and the README
+the defaults :func:`batchgen.job.settings.resolve_settings` applies (:data:`DEFAULTS`) and the README
 table (tests/test_docs.py checks it against ``--help`` and the resolved Settings, value by value).
 """
 
@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "retry_failed": False,
     "dry_run": False,
     "base_url": "https://rivya.ai",
+    "catalog_max_age": 24.0,
     "simulate": False,
     "progress": "auto",
     "quiet": False,
@@ -104,6 +105,9 @@ dry_run                | +      | + | -                         | * | Validate a
 base_url               | +      | BATCHGEN_BASE_URL, RIVYA_BASE_URL | api.base_url | * | API base URL.
 api_key                | -      | RIVYA_API_KEY | -             | none | API key (rvya_sk_...); never shown in logs or output.
 api_key_file           | +      | RIVYA_API_KEY_FILE, BATCHGEN_API_KEY_FILE | api.api_key_file | none | File holding the API key (used when RIVYA_API_KEY is unset).
+catalog                | +      | + | api.catalog               | none | Pin the model catalog to this file (a saved GET /api/v1/models answer): nothing is fetched.
+catalog_max_age        | +      | + | api.catalog_max_age       | * | Hours a cached live catalog is used without asking the service (0: ask every time).
+cache_dir              | +      | + | -                         | user cache folder | Folder of the cached live catalog (platformdirs' user cache folder for batchgen, e.g. ~/.cache/batchgen).
 simulate               | +      | + | -                         | * | Run against an in-process simulator of the API (no key, no credits spent).
 progress               | +      | + | -                         | * | auto, bar, lines or none.
 quiet                  | +      | + | -                         | * | Only errors on stderr.

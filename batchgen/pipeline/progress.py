@@ -56,6 +56,7 @@ class Reporter:
         self._begun = False
         self._timer: asyncio.TimerHandle | None = None
         self._downloads_pending: Callable[[], int] | None = None
+        self.catalog: str | None = None  # which catalog prices the run, for status lines
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -135,8 +136,9 @@ class Reporter:
         c = self.counts
         done = c["succeeded"] + c["failed"]
         elapsed = self.clock() - self.started
+        priced = f" ({self.catalog})" if self.catalog else ""
         line = (
-            f"batchgen: {elapsed:,.0f}s submitted {c['submitted']}/{self.total_to_submit} "
+            f"batchgen: {elapsed:,.0f}s{priced} submitted {c['submitted']}/{self.total_to_submit} "
             f"finished {done} (ok {c['succeeded']}, failed {c['failed']}) "
             f"credits {self.credits} uploads {c['uploaded']}"
         )

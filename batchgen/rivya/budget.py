@@ -33,7 +33,7 @@ from one :class:`RequestBudget`:
     the last 429 only while that lasts ``HEADROOM_PERSIST_RTTS``): a limit that rises is found
     again within a few seconds;
   - several runs on one account converge on fair shares as competing TCP flows do, and runs
-    on one machine also share what they get through an :class:`~batchgen.share.AccountShare`
+    on one machine also share what they get through an :class:`~batchgen.rivya.share.AccountShare`
     (a small folder keyed by the account): a run above the fair share eases down, one below
     it rises;
   - ``max_rate`` is an optional hard ceiling.
@@ -47,7 +47,7 @@ from one :class:`RequestBudget`:
   ``retry_floor_rate`` tokens per second; a retry waits for a token, so a failing service sees a
   bounded trickle of retries, not a storm.
 
-:class:`~batchgen.polling.PollScheduler` (re-exported here) decides when to poll each task.
+:class:`~batchgen.pipeline.polling.PollScheduler` decides when to poll each task.
 
 Clock and sleep are injectable so the tests are deterministic and never assert wall-clock timing.
 """
@@ -63,8 +63,7 @@ from enum import IntEnum
 from types import TracebackType
 from typing import Any
 
-from batchgen.polling import PollScheduler
-from batchgen.share import AccountShare
+from batchgen.rivya.share import AccountShare
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
@@ -117,7 +116,7 @@ many round trips (at least ``HEADROOM_PERSIST`` s): a limit that rose, not a buc
 after the last decrease."""
 HEADROOM_PERSIST = 0.5
 FAIR_CUT = 1.1
-"""With an :class:`~batchgen.share.AccountShare`: a run that gets more than this many times the
+"""With an :class:`~batchgen.rivya.share.AccountShare`: a run that gets more than this many times the
 fair share of the account eases its rate down (by ``FAIR_EASE`` per sync at most)..."""
 FAIR_EASE = 0.9
 FAIR_SLACK = 1.03
@@ -136,7 +135,7 @@ PRESSURE_MEMORY = 2.0
 _ONE = 1.0 - 1e-9  # a token, give or take float rounding (else a 1e-17 s sleep never ends)
 
 
-__all__ = ["PollScheduler", "Priority", "RequestBudget", "Slot"]
+__all__ = ["Priority", "RequestBudget", "Slot"]
 
 
 class Priority(IntEnum):

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from batchgen.filetypes import FILE_KINDS
+from batchgen.job.filetypes import FILE_KINDS
 
 MB = 1_000_000
 """The contract's megabyte: 10 MB = 10,000,000 bytes."""
@@ -43,7 +43,7 @@ DEFAULT_FILE_RULES: Mapping[str, tuple[frozenset[str], int]] = MappingProxyType(
 )
 """Files API limits when no model is given: kind -> (MIME types, max bytes)."""
 
-_DATA_FILE = Path(__file__).parent / "data" / "models.json"
+_DATA_FILE = Path(__file__).parent.parent / "data" / "models.json"
 
 # Aspect of each named size; "W:H" strings are parsed directly.
 _NAMED_ASPECTS = {
@@ -70,6 +70,8 @@ class ParamSpec:
     maximum: float | None = None
     integer: bool = False
     required: bool = False
+    known: bool = True
+    """False for a param the public docs do not state: its value is sent unchecked."""
 
 
 @dataclass(frozen=True)
@@ -97,13 +99,15 @@ class ModelSpec:
     api_status: str
     reference: ReferenceRule | None
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    params_known: bool = True
+    """False when the public docs do not list the model's params: other keys are sent unchecked."""
 
 
 @dataclass(frozen=True)
 class ReferenceInfo:
     """A reference file as the checks see it; ``mime_type`` is detected from its signature.
 
-    ``damage`` is :func:`batchgen.filetypes.image_problem`'s verdict on its bytes:
+    ``damage`` is :func:`batchgen.job.filetypes.image_problem`'s verdict on its bytes:
     ``(rule, detail)`` when the image does not decode.
     """
 
@@ -190,6 +194,7 @@ def _parse_param(raw: Mapping[str, Any]) -> ParamSpec | None:
         maximum=_as_num(raw.get("maximum", raw.get("max"))),
         integer=bool(raw.get("integer", False)),
         required=bool(raw.get("required", False)),
+        known=raw.get("unknown") is not True,
     )
 
 
@@ -243,6 +248,7 @@ def _parse_model(raw: Mapping[str, Any]) -> ModelSpec | None:
         api_status=str(raw.get("api_status") or "available"),
         reference=_parse_reference(raw.get("reference_media")),
         raw=MappingProxyType(dict(raw)),
+        params_known=raw.get("params_unknown") is not True,
     )
 
 
@@ -265,14 +271,88 @@ def _is_blank(value: Any) -> bool:
 
 # --------------------------------------------------------------------------- catalog
 
+SHIPPED = "shipped"
+LIVE = "live"
+CACHE = "cache"
+FILE = "file"
+
+
+@dataclass(frozen=True)
+class CatalogOrigin:
+    """Where a catalog came from: ``source`` (shipped, live, cache or file), the URL or file it
+    came from, and when it was fetched from the service (epoch seconds; None: never fetched)."""
+
+    source: str
+    location: str = ""
+    fetched_at: float | None = None
+
+    def age(self, now: float) -> float | None:
+        """Seconds since the fetch; None when never fetched."""
+        return None if self.fetched_at is None else max(0.0, now - self.fetched_at)
+
+    def describe(self, now: float) -> str:
+        """One line for people: which catalog, and how old."""
+        age = self.age(now)
+        old = f"fetched {_ago(age)}" if age is not None else ""
+        if self.source == LIVE:
+            return f"live catalog from {self.location} ({old})"
+        if self.source == CACHE:
+            return f"cached catalog of {self.location} ({old})"
+        if self.source == FILE:
+            return f"catalog file {self.location} (pinned by --catalog)"
+        return "shipped catalog (the copy in this batchgen)"
+
+    def short(self, now: float) -> str:
+        """A few words for status lines: ``cached catalog, fetched 2.1 h ago``."""
+        age = self.age(now)
+        name = {LIVE: "live", CACHE: "cached", FILE: "pinned"}.get(self.source, "shipped")
+        return f"{name} catalog" + (f", fetched {_ago(age)}" if age is not None else "")
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        """JSON form: source, location, fetched_at (ISO), age_seconds, description."""
+        from datetime import UTC, datetime
+
+        age = self.age(now)
+        return {
+            "source": self.source,
+            "location": self.location or None,
+            "fetched_at": (
+                datetime.fromtimestamp(self.fetched_at, UTC).isoformat(timespec="seconds")
+                if self.fetched_at is not None
+                else None
+            ),
+            "age_seconds": round(age) if age is not None else None,
+            "description": self.describe(now),
+        }
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 86400 * 2:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.1f} days ago"
+
+
+class CatalogError(ValueError):
+    """A catalog payload that holds no usable model."""
+
 
 class Catalog:
     """The set of models, with request validation and credit cost."""
 
-    def __init__(self, models: Sequence[ModelSpec], payload: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        models: Sequence[ModelSpec],
+        payload: Mapping[str, Any],
+        origin: CatalogOrigin | None = None,
+    ) -> None:
         self._models: dict[str, ModelSpec] = {m.id: m for m in models}
         self._payload = payload
         self._digest: str | None = None
+        self.origin = origin or CatalogOrigin(SHIPPED)
 
     @classmethod
     def default(cls) -> Catalog:
@@ -280,14 +360,46 @@ class Catalog:
         return _default_catalog()
 
     @classmethod
-    def from_api(cls, payload: Mapping[str, Any]) -> Catalog:
+    def from_api(cls, payload: Mapping[str, Any], origin: CatalogOrigin | None = None) -> Catalog:
         """Build from a ``GET /api/v1/models`` payload; entries it cannot parse are skipped."""
         entries = payload.get("data") if isinstance(payload, Mapping) else None
         models = []
         for raw in entries if isinstance(entries, list) else []:
             if isinstance(raw, Mapping) and (spec := _parse_model(raw)) is not None:
                 models.append(spec)
-        return cls(models, payload)
+        return cls(models, payload, origin)
+
+    @classmethod
+    def parse(cls, payload: Any, origin: CatalogOrigin | None = None) -> Catalog:
+        """Like :meth:`from_api`, but strict about the envelope: raises CatalogError unless the
+        payload is ``{"data": [...]}`` with at least one model it can parse."""
+        if not isinstance(payload, Mapping) or not isinstance(payload.get("data"), list):
+            raise CatalogError('not a model list: expected {"object": "list", "data": [...]}')
+        catalog = cls.from_api(payload, origin)
+        if not catalog.ids():
+            raise CatalogError("no model entry with an id")
+        return catalog
+
+    @classmethod
+    def from_file(cls, path: Path) -> Catalog:
+        """A catalog saved as a ``GET /api/v1/models`` payload; OSError or CatalogError."""
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CatalogError(f"not JSON: {exc}") from None
+        return cls.parse(payload, CatalogOrigin(FILE, str(path)))
+
+    def with_origin(self, origin: CatalogOrigin) -> Catalog:
+        """The same models, said to come from ``origin``."""
+        return Catalog(list(self._models.values()), self._payload, origin)
+
+    def with_prices(self, prices: Mapping[str, int]) -> Catalog:
+        """The same catalog with the base credits of some models replaced (observed prices)."""
+        payload = self.to_api()
+        for entry in payload.get("data") or []:
+            if isinstance(entry, dict) and entry.get("id") in prices:
+                entry["base_credits"] = prices[entry["id"]]
+        return Catalog.from_api(payload, self.origin)
 
     def get(self, model_id: str) -> ModelSpec | None:
         """The model, or None when the catalog does not know it."""
@@ -377,6 +489,8 @@ class Catalog:
             if key == REFERENCE_PARAM:
                 continue
             spec = model.params.get(key)
+            if spec is None and not model.params_known:
+                continue  # the docs do not list this model's params: the service decides
             if spec is None:
                 allowed = ", ".join(model.params) or "none"
                 out.append(
@@ -388,7 +502,7 @@ class Catalog:
                     )
                 )
                 continue
-            problem = _check_value(spec, value)
+            problem = _check_value(spec, value) if spec.known else None
             if problem is not None:
                 rule, text = problem
                 out.append(Violation(f"params.{key}", rule, f"params.{key}: {text} ({rule})"))

@@ -5,14 +5,14 @@ decimal string; null/NaN become blank), so the same table gives the same rows in
 File-level problems (missing file, missing column, bad template) raise
 :class:`~batchgen.errors.UsageError` in :meth:`Manifest.open`, before anything is sent. Row-level
 problems (blank id, blank template input, a malformed line) are recorded on the row as
-:class:`~batchgen.catalog.Violation` naming the column, and never stop the other rows.
+:class:`~batchgen.job.catalog.Violation` naming the column, and never stop the other rows.
 
 CSV is read with the standard ``csv`` module (quoted delimiters and newlines, CRLF, a BOM), not
 pandas, so that a malformed line is one row's problem rather than a parser error for the whole
 file, and no cell is ever type-guessed. A line whose cell count differs from the header's is
 invalid as a whole (``field_count``): none of its cells is used, not even its key, since any of
 them may have shifted. The text encoding and delimiter come from ``manifest.encoding`` and
-``manifest.delimiter`` (see :mod:`batchgen.textfile`).
+``manifest.delimiter`` (see :mod:`batchgen.job.textfile`).
 """
 
 from __future__ import annotations
@@ -21,19 +21,18 @@ import codecs
 import csv
 import datetime as dt
 import difflib
-import functools
 import json
 import math
-import string
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchgen.catalog import Catalog, Violation
 from batchgen.errors import UsageError
-from batchgen.textfile import (
+from batchgen.job.catalog import Catalog, Violation
+from batchgen.job.template import parse_template
+from batchgen.job.textfile import (
     ascii_compatible,
     codec,
     decode_error,
@@ -45,7 +44,7 @@ from batchgen.textfile import (
 )
 
 if TYPE_CHECKING:
-    from batchgen.config import Settings
+    from batchgen.job.settings import Settings
 
 PARQUET_MAGIC = b"PAR1"
 
@@ -135,51 +134,6 @@ class RawRow:
         if model is not None and key in s.params_by_model.get(model, {}):
             return f'generation.params_by_model."{model}".{key}'
         return f"generation.params.{key}" if key in s.params else None
-
-
-# --------------------------------------------------------------------------- templates
-
-
-@dataclass(frozen=True)
-class Template:
-    """A parsed prompt template: literal text and ``{column}`` placeholders."""
-
-    parts: tuple[tuple[str, str | None], ...]  # (literal, column or None)
-
-    @functools.cached_property
-    def columns(self) -> tuple[str, ...]:
-        """Columns used, in order of first use."""
-        return tuple(dict.fromkeys(c for _, c in self.parts if c is not None))
-
-    def render(self, cells: Mapping[str, str]) -> str:
-        """Fill the placeholders with ``cells`` (stripped)."""
-        return "".join(lit + (cells.get(col, "").strip() if col else "") for lit, col in self.parts)
-
-
-def parse_template(text: str, where: str = "generation.template") -> Template:
-    """Parse ``{column}`` placeholders (``{{``/``}}`` are literal braces); UsageError if bad."""
-    fix = "use {column} placeholders, and {{ or }} for literal braces"
-    try:
-        parsed = list(string.Formatter().parse(text))
-    except ValueError as exc:
-        raise UsageError(f"prompt template is malformed: {exc}", where, fix) from None
-    parts: list[tuple[str, str | None]] = []
-    for literal, name, spec, conversion in parsed:
-        if name is None:
-            parts.append((literal, None))
-            continue
-        if not name.strip() or name.isdigit():
-            raise UsageError(
-                "prompt template has an empty or numbered placeholder {" + name + "}", where, fix
-            )
-        if spec or conversion:
-            raise UsageError(
-                f"prompt template placeholder {{{name}}} has a format spec or conversion",
-                where,
-                "use a plain {column} placeholder",
-            )
-        parts.append((literal, name))
-    return Template(tuple(parts))
 
 
 # --------------------------------------------------------------------------- cells
@@ -454,6 +408,8 @@ class Manifest:
         params: dict[str, Any] = {k: v for k, v in s.params.items() if k in spec.params}
         params.update(s.params_by_model.get(model, {}))
         columns = [(k, self._param_columns[k]) for k in spec.params if k in self._param_columns]
+        if not spec.params_known:  # params the docs do not list: mapped columns are sent as is
+            columns += [(k, c) for k, c in s.param_columns.items() if k not in spec.params]
         return self.catalog.normalize_params(model, params), columns
 
 

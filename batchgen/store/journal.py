@@ -456,6 +456,46 @@ class Journal:
             t.errors[code] = t.errors.get(code, 0) + n
         return t
 
+    def block_unsent(self, scan_id: int, code: str, message: str) -> None:
+        """Mark the scan's rows that were never sent (pending/ready) as blocked, with why."""
+        self.db.execute(
+            "UPDATE rows SET state = ?, error_code = ?, error_message = ?, updated_at = ? "
+            "WHERE seen_run = ? AND state IN ('pending', 'ready')",
+            (BLOCKED, code, message, now_iso(), scan_id),
+        )
+
+    def by_model(self, scan_id: int) -> list[dict[str, Any]]:
+        """Per model of the scan: rows, succeeded, credits charged and reserved (model order)."""
+        return [
+            {
+                "model": r[0] or "",
+                "rows": r[1],
+                "succeeded": r[2],
+                "charged": r[3],
+                "reserved": r[4],
+            }
+            for r in self.db.execute(
+                "SELECT model, COUNT(*), SUM(state = 'succeeded'), "
+                "COALESCE(SUM(final_credits), 0), COALESCE(SUM(reserved_credits), 0) "
+                "FROM rows WHERE seen_run = ? GROUP BY model ORDER BY model",
+                (scan_id,),
+            )
+        ]
+
+    def scan_durations(self, scan_id: int) -> dict[str, list[float]]:
+        """The task durations (seconds) of the scan's rows, by model."""
+        found: dict[str, list[float]] = {}
+        for model, seconds in self.db.execute(
+            "SELECT model, duration_s FROM rows WHERE seen_run = ? AND duration_s IS NOT NULL",
+            (scan_id,),
+        ):
+            found.setdefault(model or "", []).append(float(seconds))
+        return found
+
+    def upload_count(self) -> int:
+        """How many reference files the upload cache holds."""
+        return int(self.db.execute("SELECT COUNT(*) FROM uploads").fetchone()[0])
+
     def durations(self, limit: int = 2000) -> list[tuple[str, float]]:
         """Recent (model, seconds from submit to done) pairs, for estimates and first polls."""
         return [

@@ -1,7 +1,7 @@
 """Text manifests as spreadsheets export them: the encoding, its errors, the delimiter.
 
 Exports are often Windows-1252/Latin-1 rather than UTF-8, and semicolon-delimited (European
-Excel) or tab-delimited (UTF-16 "Unicode text"). The readers in :mod:`batchgen.manifest` decode
+Excel) or tab-delimited (UTF-16 "Unicode text"). The readers in :mod:`batchgen.job.manifest` decode
 with the configured ``manifest.encoding``; when a byte cannot be decoded, :func:`decode_error`
 re-reads the raw bytes to say exactly where (line and byte offset) and which encoding would read
 it, so the hot loop never has to track byte offsets.

@@ -1,4 +1,4 @@
-"""Typed records of the API's answers (task, uploaded file), the secret key, client counters.
+"""Typed records of the API's answers (task, uploaded file) and client counters.
 
 Parsing is tolerant: unknown fields are ignored and a few other spellings of ``id``/``url`` are
 accepted, so the client keeps working when the service adds fields (rivya-api.md).
@@ -12,73 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 
-from batchgen.errors import TransportError, UsageError
+from batchgen.errors import TransportError
 
 TERMINAL = frozenset({"succeeded", "failed"})
 """Task statuses after which a task never changes."""
-
-KEY_PREFIX = "rvya_sk_"
-REDACTED = "…(redacted)"
-
-
-class ApiKey:
-    """A secret API key: masked in ``repr``/``str``; :meth:`reveal` gives the value."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        value = value.strip()
-        if not value:
-            raise ValueError("an API key cannot be empty")
-        self._value = value
-
-    def reveal(self) -> str:
-        """The key itself, for the Authorization header only."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return f"ApiKey({self!s})"
-
-    def __str__(self) -> str:
-        return (KEY_PREFIX if self._value.startswith(KEY_PREFIX) else "") + REDACTED
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ApiKey) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (ApiKey, (self._value,))
-
-    @classmethod
-    def from_env_or_file(cls, value: str | None, file: Path | None) -> ApiKey | None:
-        """The key from ``value`` (a flag or environment variable) if set, else from ``file``.
-
-        Returns None when neither is given. Raises :class:`UsageError` when the file is missing,
-        unreadable or empty (never quoting its content).
-        """
-        if value is not None and value.strip():
-            return cls(value)
-        if file is None:
-            return None
-        path = Path(file).expanduser()
-        try:
-            text = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise UsageError(
-                f"cannot read the API key file: {exc.strerror or type(exc).__name__}",
-                str(path),
-                "create it with your rvya_sk_... key on one line, or set RIVYA_API_KEY",
-            ) from None
-        if not text:
-            raise UsageError(
-                "the API key file is empty", str(path), "put your rvya_sk_... key in it"
-            )
-        return cls(text.splitlines()[0])
 
 
 def as_int(value: Any) -> int:

@@ -6,9 +6,9 @@ errors to :mod:`batchgen.errors` classes by ``error.code``. Library exceptions (
 refused or dropped, timeouts, a 2xx body that is not JSON) are translated into
 :class:`~batchgen.errors.TransportError` at one choke point, :meth:`RivyaClient._send`.
 
-Every request passes through the optional :class:`~batchgen.control.RequestBudget` with a
+Every request passes through the optional :class:`~batchgen.rivya.budget.RequestBudget` with a
 priority (poll > submit > upload > other) and reports its outcome to it. Retries happen here,
-per :mod:`batchgen.retry`. The API key never appears in a repr, str or exception message.
+per :mod:`batchgen.rivya.retry`. The API key never appears in a repr, str or exception message.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from batchgen.control import Priority, RequestBudget
 from batchgen.errors import ApiError, TooLargeError, TransportError, UsageError, api_error_class
-from batchgen.records import (
+from batchgen.job.apikey import ApiKey
+from batchgen.rivya.budget import Priority, RequestBudget
+from batchgen.rivya.records import (
     TERMINAL,
-    ApiKey,
     ClientStats,
     Task,
     UploadedFile,
@@ -38,7 +38,7 @@ from batchgen.records import (
     parse_retry_after,
     unwrap,
 )
-from batchgen.retry import DISABLED_CODE, RetryPolicy, retry_delay, should_retry
+from batchgen.rivya.retry import DISABLED_CODE, RetryPolicy, retry_delay, should_retry
 
 __all__ = [
     "TERMINAL",
@@ -180,6 +180,34 @@ class RivyaClient:
         if not isinstance(payload, dict):
             raise TransportError("unexpected response: the models payload is not an object")
         return payload
+
+    async def get_models(
+        self, *, etag: str | None = None, last_modified: str | None = None
+    ) -> Media:
+        """``GET /api/v1/models`` without a key, conditional when given the validators of an
+        earlier answer: a 304 comes back as ``not_modified`` with an empty body. The body is
+        left unparsed (the caller judges it: a malformed catalog is not a transport error)."""
+        headers = dict(self._h_public)
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        try:
+            status, resp_headers, body = await self._call(
+                "models", "GET", self._api + "/models", headers, use_budget=False
+            )
+        except ApiError as exc:
+            if exc.status != 304 or not (etag or last_modified):
+                raise
+            status, resp_headers, body = 304, exc.headers, b""
+        ctype = resp_headers.get("Content-Type")
+        return Media(
+            status=status,
+            body=body,
+            content_type=(ctype.split(";", 1)[0].strip().lower() or None) if ctype else None,
+            etag=resp_headers.get("ETag"),
+            last_modified=resp_headers.get("Last-Modified"),
+        )
 
     async def upload_file(
         self,

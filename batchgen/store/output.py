@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import heapq
 import json
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from batchgen import journal as J
 from batchgen.errors import UsageError
+from batchgen.store import journal as J
+from batchgen.store.files import replacing
 
 CHUNK = 5000
 
@@ -201,13 +201,11 @@ def write_output(
     extra = [(p if p not in base_names and p != key_name else f"input_{p}") for p in passthrough]
     names = [key_name if n == "key" else n for n, _ in COLUMNS] + extra
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pages = iter_output_pages(
         journal, current_run=current_run, passthrough=passthrough, csv=suffix == ".csv"
     )
     count = 0
-    try:
+    with replacing(path) as tmp:
         if suffix == ".csv":
             # The header as pyarrow writes it; the lines come whole from SQLite (see _select).
             with tmp.open("w", encoding="utf-8", newline="") as fh:
@@ -218,10 +216,6 @@ def write_output(
                     count += len(page)
         else:
             count = _write_parquet(tmp, names, pages, len(passthrough))
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
     return count
 
 

@@ -1,8 +1,9 @@
 """``batchgen estimate`` (= ``run --dry-run``): exact cost before spending anything.
 
 It plans the manifest through the very code ``run`` uses (pipeline.plan via scan_manifest), reads
-the journal without writing it, and sends no POST of any kind: with an API key it only reads the
-balance (``GET /credits``); without one it works offline, but for URL references: it GETs them
+the journal without writing it, and sends no POST of any kind: it reads the public model catalog
+(``GET /models``, unless its cache is fresh; pipeline.catalog_fetch), with an API key the
+balance (``GET /credits``); and for URL references, it GETs them
 (pipeline.remote) and judges them as ``run`` will, unless told not to (``--no-fetch``: then the
 total is said to be unverified).
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,13 +25,18 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from batchgen import journal as J
-from batchgen.catalog import Catalog
-from batchgen.config import Settings
-from batchgen.errors import BatchgenError, UsageError
+from batchgen.errors import EXIT_OK, EXIT_ROWS_FAILED, EXIT_STOPPED, BatchgenError, UsageError
+from batchgen.job.catalog import Catalog
+from batchgen.job.settings import Settings
 from batchgen.pipeline import plan as P
-from batchgen.pipeline.remote import UrlCache, UrlChecker
-from batchgen.pipeline.runner import EXIT_OK, EXIT_ROWS_FAILED, EXIT_STOPPED, scan_manifest
+from batchgen.pipeline.catalog_fetch import CatalogSource, load_catalog_sync
+from batchgen.pipeline.prices import apply_observed, observed_prices
+from batchgen.pipeline.remote import UrlChecker
+from batchgen.pipeline.scan import scan_manifest
+from batchgen.store import journal as J
+from batchgen.store.files import commit, temp_beside
+from batchgen.store.keyset import KeySet
+from batchgen.store.url_cache import UrlCache
 
 # Stated defaults when the journal has no history of this job.
 DEFAULT_RATE = 10.0  # requests/s assumed for an account whose limit we have not seen
@@ -81,6 +88,11 @@ class Estimate:
     affordable: bool = True
     verdict: str = ""
     invalid_examples: list[str] = field(default_factory=list)
+    # Which catalog priced the rows (source, location, fetched_at, age_seconds, description),
+    # and the models the service charged differently in earlier runs (priced at its figure).
+    catalog: dict[str, Any] = field(default_factory=dict)
+    price_changes: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 class _RowWriter:
@@ -93,10 +105,11 @@ class _RowWriter:
                 "unsupported --out format", str(path), "use a .csv or .parquet file name"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.tmp = path, temp_beside(path)
         self.writer: Any = (
-            pacsv.CSVWriter(str(path), ROW_SCHEMA)
+            pacsv.CSVWriter(str(self.tmp), ROW_SCHEMA)
             if suffix == ".csv"
-            else pq.ParquetWriter(str(path), ROW_SCHEMA)
+            else pq.ParquetWriter(str(self.tmp), ROW_SCHEMA)
         )
 
     def write(self, plans: list[P.RowPlan]) -> None:
@@ -110,8 +123,12 @@ class _RowWriter:
             cols["reason"].append(p.reason)
         self.writer.write_table(pa.table(cols, schema=ROW_SCHEMA))
 
-    def close(self) -> None:
+    def close(self, complete: bool) -> None:
+        """Close the table; a complete one replaces ``path`` (atomically), else it is dropped."""
         self.writer.close()
+        if complete:
+            commit(self.tmp, self.path)
+        self.tmp.unlink(missing_ok=True)
 
 
 def url_cache_path(journal: Path) -> Path:
@@ -127,10 +144,15 @@ def estimate(
     fetch: bool = True,
 ) -> Estimate:
     """Plan the job and price it; with ``fetch``, GET its URL references and judge them (the
-    only network here; the balance is :func:`fetch_balance`)."""
-    catalog = catalog or Catalog.default()
+    network here, with the catalog's one GET when ``catalog`` is not given; the balance is
+    :func:`fetch_balance`)."""
+    warnings: list[str] = []
+    if catalog is None:
+        catalog = load_catalog_sync(CatalogSource.of(settings), warn=warnings.append)
     journal = J.Journal(settings.journal, readonly=True) if settings.journal.exists() else None
-    distinct = P.KeySet()  # the references counted so far (on disk: any number of rows)
+    changes = observed_prices(journal, catalog)
+    catalog = apply_observed(catalog, changes)
+    distinct = KeySet()  # the references counted so far (on disk: any number of rows)
     files = remote = reference_bytes = cached = unverified = 0
     rows_by_model: Counter[str] = Counter()
     writer = _RowWriter(out) if out is not None else None
@@ -167,6 +189,7 @@ def estimate(
         if writer is not None:
             writer.write(plans)
 
+    complete = False
     try:
         scan = scan_manifest(
             settings, catalog, journal, 0, on_plans=on_plans, record=False, remote=checker
@@ -177,15 +200,19 @@ def estimate(
             if journal is not None
             else []
         )
+        complete = True
     finally:
         distinct.close()
         if checker is not None:
             checker.close()
         if writer is not None:
-            writer.close()
+            writer.close(complete)
         if journal is not None:
             journal.close()
     est = Estimate(job_id=settings.job_id, max_credits=settings.max_credits)
+    est.catalog = catalog.origin.as_dict(time.time())
+    est.price_changes = [c.as_dict() for c in changes]
+    est.warnings = warnings
     est.rows = scan.rows
     decisions: Counter[str] = Counter()
     for action, n in scan.actions.items():
@@ -243,7 +270,7 @@ def duration_range(
 
 async def fetch_balance(settings: Settings) -> int:
     """The live balance: the only request an estimate makes (a GET)."""
-    from batchgen.client import RivyaClient
+    from batchgen.rivya.client import RivyaClient
 
     async with RivyaClient(settings.base_url, settings.api_key) as client:
         return await client.get_credits()
@@ -314,6 +341,14 @@ def render(est: Estimate) -> str:
             f"{est.remote_not_modified} unchanged since the last estimate"
         )
     lines.append(f"  duration: {_hms(lo)} to {_hms(hi)} ({est.duration_basis})")
+    if est.catalog:
+        lines.append(f"  catalog: {est.catalog['description']}")
+    for change in est.price_changes:
+        lines.append(
+            f"  price changed: {change['model']} costs {change['server_credits']} credits per task"
+            f" (the service reserved it on {change['seen_at']}; the catalog says "
+            f"{change['catalog_credits']}): priced at {change['server_credits']}"
+        )
     if est.max_credits is not None:
         lines.append(f"  --max-credits: {est.max_credits}")
     if est.balance is not None:
@@ -331,11 +366,20 @@ def _hms(seconds: float) -> str:
     return f"{h}h{m:02d}m{sec:02d}s" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
 
 
-def run_estimate(settings: Settings, *, as_json: bool, out: Path | None, fetch: bool = True) -> int:
+def run_estimate(
+    settings: Settings,
+    *,
+    as_json: bool,
+    out: Path | None,
+    fetch: bool = True,
+    catalog: Catalog | None = None,
+) -> int:
     """The CLI's estimate: print the table (or JSON) and return the exit code."""
     import click
 
-    est = estimate(settings, out=out, fetch=fetch)
+    est = estimate(settings, out=out, fetch=fetch, catalog=catalog)
+    for warning in est.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     if settings.api_key is not None and not settings.simulate:
         try:
             est.balance = asyncio.run(fetch_balance(settings))
