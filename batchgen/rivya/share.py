@@ -117,14 +117,20 @@ class AccountShare:
         return self.fair
 
     def close(self) -> None:
-        """Leave the share (remove our file)."""
+        """Leave the share: remove our file, and the account's folder if nobody is left."""
         self.enabled, self.fair = False, None
         with contextlib.suppress(OSError):
             self._path.unlink()
+        with contextlib.suppress(OSError):
+            self.folder.rmdir()  # fails while another run's file is in it
 
     def _write(self, text: str) -> None:
         tmp = self.folder / f".{self._name}.tmp"
-        tmp.write_text(text, encoding="ascii")
+        try:
+            tmp.write_text(text, encoding="ascii")
+        except FileNotFoundError:  # the last run to leave removed the folder: make it again
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp.write_text(text, encoding="ascii")
         os.replace(tmp, self._path)
 
     def _read(self, entry: os.DirEntry[str], now: float) -> tuple[float, bool] | None:
