@@ -210,7 +210,7 @@ def run(job: str | None, as_json: bool, download_alias: str | None, **flags: Any
         from batchgen.views.estimate import run_estimate
 
         sys.exit(run_estimate(settings, as_json=as_json, out=None, catalog=catalog))
-    from batchgen.pipeline.runner import run_job
+    from batchgen.pipeline.runner import Terminated, run_job
 
     reporter = make_reporter(settings)
     try:
@@ -224,6 +224,10 @@ def run(job: str | None, as_json: bool, download_alias: str | None, **flags: Any
     except BatchgenError as exc:
         _fail(str(exc), 3)
         return
+    except Terminated:
+        sys.exit(143)  # the journal and the run's record are closed
+    except KeyboardInterrupt:
+        sys.exit(130)
     if as_json:
         click.echo(json.dumps(result.summary, indent=2, sort_keys=True))
     elif not settings.quiet:

@@ -14,7 +14,8 @@
     │   └── ServerError              internal_error, public_api_disabled, other 5xx: retried
     ├── TransportError               no usable answer: refused/dropped, timeout, non-JSON body
     │   └── TooLargeError            a media body over the size the caller allowed: not retried
-    └── TaskFailedError              the task was accepted, ran, and failed (task.error)
+    ├── TaskFailedError              the task was accepted, ran, and failed (task.error)
+    └── NotSentError                 the run stopped submitting: the request was never sent
 
 Classification is by ``error.code`` first; the HTTP status only decides for codes batchgen does
 not know (429 and 5xx are transient, anything else is a per-row failure).
@@ -152,6 +153,17 @@ class TaskFailedError(BatchgenError):
         self.message = message
         self.task_id = task_id
         super().__init__(f"{code}: {message}")
+
+
+class NotSentError(BatchgenError):
+    """A create or upload the client did not send because its gate said no (the run stopped
+    submitting: credits, ``--max-credits``, auth). Nothing reached the service."""
+
+    code = "not_sent"
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        super().__init__(f"{endpoint}: not sent, the run stopped submitting")
 
 
 AUTH_CODES = frozenset(

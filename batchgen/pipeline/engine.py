@@ -1,8 +1,10 @@
 """The work phase: submit rows within the caps, poll their tasks from one scheduler, settle them.
 
-Every request goes through the one client and its shared request budget. Tasks in flight are
-bounded by a window (``max_tasks_in_flight``); credits by the governor. Row state changes are
-committed to the journal as they happen; the in-memory maps here only hold the in-flight window.
+Every request goes through the one client and its shared request budget. Rows and tasks in
+flight are held in one table (:mod:`batchgen.pipeline.inflight`), bounded by a window
+(``max_tasks_in_flight``) and, in credits, by the governor; the run's phase is one value
+(:mod:`batchgen.pipeline.runstate`). Row state changes are committed to the journal as they
+happen; the table only holds what is in flight.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from batchgen.errors import (
@@ -21,59 +23,28 @@ from batchgen.errors import (
     BatchgenError,
     InsufficientCreditsError,
     NotFoundError,
+    NotSentError,
     RateLimitedError,
     ServerError,
     TransportError,
 )
+from batchgen.pipeline.inflight import CreditGovernor, InFlight
 from batchgen.pipeline.plan import canonical_json, idempotency_key, request_body
-from batchgen.pipeline.polling import PollScheduler
 from batchgen.pipeline.prices import PriceBook
+from batchgen.pipeline.runstate import (
+    STOP_AUTH,
+    STOP_BUDGET,
+    STOP_CREDITS,
+    STOP_ERROR,
+    RunState,
+)
 from batchgen.pipeline.upload import RowFailure, Uploader
 from batchgen.rivya.records import Task
 from batchgen.store import journal as J
 
 if TYPE_CHECKING:
+    from batchgen.pipeline.polling import PollScheduler
     from batchgen.rivya.client import RivyaClient
-
-# Why a run stopped submitting early (exit code 3), besides signals.
-STOP_AUTH = "auth"
-STOP_CREDITS = "insufficient_credits"
-STOP_SIGNAL = "signal"
-
-
-class CreditGovernor:
-    """Never lets charged + in-flight reservations exceed the cap (``None``: no cap)."""
-
-    def __init__(self, cap: int | None) -> None:
-        self.cap = cap
-        self.charged = 0
-        self.inflight = 0
-        self._changed = asyncio.Event()
-
-    async def reserve(self, cost: int) -> bool:
-        """Reserve ``cost``; wait while in-flight tasks may still refund; False if it can't fit."""
-        if self.cap is not None:
-            while self.charged + self.inflight + cost > self.cap:
-                if self.charged + cost > self.cap:
-                    return False  # even if every task in flight failed, this row would not fit
-                self._changed.clear()
-                await self._changed.wait()
-        self.inflight += cost
-        return True
-
-    def reprice(self, cost: int, actual: int) -> None:
-        """A reservation of ``cost`` turned out to be ``actual`` (the server's figure)."""
-        self.inflight += actual - cost
-        self._changed.set()
-
-    def settle(self, cost: int, charged: int) -> None:
-        self.inflight -= cost
-        self.charged += charged
-        self._changed.set()
-
-    def wake(self) -> None:
-        """Wake a waiting reserve (the run is stopping)."""
-        self._changed.set()
 
 
 COMMIT_DELAY = 0.005
@@ -124,17 +95,13 @@ class Committer:
                 fut.set_result(None)
 
 
-@dataclass(slots=True)
-class Tracked:
-    key: str
-    model: str
-    cost: int
-    submitted: float
-    deadline: float
-
-
 class Engine:
-    """Drives one run's submissions and polls to the end (or to a stop)."""
+    """Drives one run's submissions and polls to the end (or to a stop).
+
+    The run's phase lives in one :class:`RunState` (``state``); what is in flight in one
+    :class:`InFlight` table (``inflight``), which the poll scheduler and the credit governor
+    share. The client's gate asks ``state`` before each create or upload goes out.
+    """
 
     def __init__(
         self,
@@ -145,7 +112,9 @@ class Engine:
         client: RivyaClient,
         uploader: Uploader,
         scheduler: PollScheduler,
+        inflight: InFlight,
         governor: CreditGovernor,
+        state: RunState,
         max_tasks_in_flight: int,
         max_polls_in_flight: int,
         task_timeout: float,
@@ -160,24 +129,21 @@ class Engine:
         self.client = client
         self.uploader = uploader
         self.scheduler = scheduler
+        self.inflight = inflight
         self.governor = governor
-        self.window = asyncio.Semaphore(max(1, max_tasks_in_flight))
+        self.state = state
+        self.window = max(1, max_tasks_in_flight)
         self.poll_slots = asyncio.Semaphore(max(1, max_polls_in_flight))
         self.task_timeout = task_timeout
         self.emit = emit
         self.on_success = on_success
         self.clock = clock
         self.prices = prices
-        self.tracked: dict[str, Tracked] = {}
         self.committer = Committer(journal)
-        self.stop_reason: str | None = None
-        self.stop_error: BaseException | None = None
-        self.aborted = False
         self._wake = asyncio.Event()
-        self._stopped = asyncio.Event()  # set when submissions stop
-        self._aborted = asyncio.Event()  # set when everything stops
-        self._submitting = True
         self._tasks: set[asyncio.Task[Any]] = set()
+        client.gate = lambda: state.submitting
+        uploader.proceed = lambda: state.submitting
         budget = getattr(client, "budget", None)
         if budget is not None:
             # Few polls per task while requests are scarce, low latency while they are not.
@@ -185,48 +151,17 @@ class Engine:
 
     # -- control --------------------------------------------------------------------------------
 
-    def stop(self, reason: str, error: BaseException | None = None) -> None:
-        """Stop new submissions; in-flight tasks are still polled (unless aborted)."""
-        if self.stop_reason is None:
-            self.stop_reason = reason
-            self.stop_error = error
+    def drain(self, reason: str, error: BaseException | None = None) -> None:
+        """Stop new submissions and uploads; in-flight tasks are still polled."""
+        if self.state.drain(reason, error):
             self.emit("stop", reason=reason, error_code=getattr(error, "code", None))
-        self._stopped.set()
-        self.governor.wake()
         self._wake.set()
 
-    def abort(self, reason: str) -> None:
+    def abort(self, reason: str, error: BaseException | None = None) -> None:
         """Stop everything now (signal): the journal already holds every state."""
-        self.stop(reason)
-        self.aborted = True
-        self._aborted.set()
+        if self.state.stop(reason, error):
+            self.emit("stop", reason=reason, error_code=getattr(error, "code", None))
         self._wake.set()
-
-    async def _acquire_window(self, cancel: asyncio.Event) -> bool:
-        """Take a window slot, unless ``cancel`` is set first (then False, nothing held)."""
-        if cancel.is_set():
-            return False
-        if not self.window.locked():
-            await self.window.acquire()
-            return True
-        acquire = asyncio.ensure_future(self.window.acquire())
-        cancelled = asyncio.ensure_future(cancel.wait())
-        await asyncio.wait({acquire, cancelled}, return_when=asyncio.FIRST_COMPLETED)
-        cancelled.cancel()
-        if not acquire.done():
-            acquire.cancel()
-            try:
-                await acquire
-            except asyncio.CancelledError:
-                return False
-        if cancel.is_set():
-            self.window.release()
-            return False
-        return True
-
-    @property
-    def submitting(self) -> bool:
-        return self.stop_reason is None
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -238,70 +173,68 @@ class Engine:
     async def run(self, resume: Iterable[Any], submit: Iterable[Any]) -> None:
         """Poll ``resume`` rows' tasks and submit ``submit`` rows (journal rows, read by name)."""
         poller = asyncio.create_task(self._poll_loop())
+        state = self.state
         try:
             for row in resume:
-                if not await self._acquire_window(self._aborted):
+                if not await self.inflight.wait_room(self.window, state.stopped):
                     break
+                now = self.clock()
                 # What the server reserved for the task, when it said (the catalog's guess else).
                 held = int(row["reserved_credits"] or row["cost"])
-                self.governor.inflight += held
-                now = self.clock()
-                self._track(
-                    row["task_id"],
-                    row["key"],
-                    row["model"],
-                    held,
-                    now,
-                    first_poll_now=True,
+                self.inflight.resume(
+                    row["task_id"], row["key"], row["model"], held, now, now + self.task_timeout
                 )
+                self.scheduler.add(row["task_id"], row["model"], now, due=now)
+                self._wake.set()
             for row in submit:
-                if not await self._acquire_window(self._stopped):
+                if not await self.inflight.wait_room(self.window, state.draining):
                     break
                 cost = int(row["cost"])
                 if self.prices is not None:  # the server's price, once it has shown it
                     cost = await self.prices.cost(row["model"], cost)
-                fits = await self.governor.reserve(cost)
-                if not self.submitting:
-                    if fits:
-                        self.governor.settle(cost, 0)
-                    self.window.release()
+                admitted = await self.governor.admit(cost, state.draining)
+                if not admitted:
                     self._priced(row["model"], None)
+                if admitted is None:
                     break
-                if not fits:
-                    self.window.release()
-                    self._priced(row["model"], None)
+                if not admitted:
+                    message = "--max-credits would be exceeded by this row"
                     self.journal.update_row(
                         row["key"],
                         state=J.BLOCKED,
-                        error_code="budget_reached",
+                        error_code=STOP_BUDGET,
                         error_field=None,
-                        error_message="--max-credits would be exceeded by this row",
+                        error_message=message,
                         request_id=None,
                     )
-                    self.emit("blocked", key=row["key"], error_code="budget_reached")
-                    continue
+                    self.emit("blocked", key=row["key"], error_code=STOP_BUDGET)
+                    self.drain(STOP_BUDGET)
+                    break
                 self._spawn(self._submit(dict(row), cost))
             # Nothing left to submit: requests are about to become plentiful, so the last tasks'
             # first polls move to a lower quantile (less latency at the end of the run).
             self.scheduler.replan(relaxed=True)
             self._wake.set()
-            while self._tasks and not self.aborted:
-                await asyncio.wait(set(self._tasks), return_when=asyncio.ALL_COMPLETED, timeout=0.5)
+            changed = self.inflight.changed
+            while state.polling and not poller.done() and (len(self.inflight) or self._tasks):
+                if len(self.inflight):
+                    changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), 0.5)
+                else:  # the last polls and submits are settling
+                    await asyncio.wait(set(self._tasks), timeout=0.5)
         finally:
-            self._submitting = False
-            self._wake.set()
-            self.committer.flush()
-            if self.aborted:
-                poller.cancel()
-            try:
+            if state.submitting and sys.exc_info()[0] is not None:
+                self.abort(STOP_ERROR)  # left by an exception: nothing more goes out
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
                 await poller
-            except asyncio.CancelledError:
-                if not self.aborted:
-                    raise
-            if self.aborted:
+            self.committer.flush()
+            if not state.polling:
                 for task in list(self._tasks):
                     task.cancel()
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self.committer.flush()
 
     # -- submit ---------------------------------------------------------------------------------
 
@@ -316,16 +249,20 @@ class Engine:
 
     async def _submit(self, row: dict[str, Any], cost: int) -> None:
         key = row["key"]
-        tracked = False
+        created = False
         answered: Task | None = None
         try:
+            if not self.state.submitting:
+                return
             items = await self.uploader.items_for(row)
             body = request_body(row, items)
             ikey = idempotency_key(self.job_id, key, int(row["epoch"]), canonical_json(body))
-            if not self.submitting:
+            if not self.state.submitting:
                 return
             task = await self.client.create_generation(body, idempotency_key=ikey)
             answered = task
+        except NotSentError:
+            return  # the run stopped before it went out: the row is blocked with the rest
         except RowFailure as exc:
             if exc.invalid:
                 self._invalid(row, exc)
@@ -333,10 +270,10 @@ class Engine:
                 self._fail(key, exc.code, exc.message, field=exc.field, request_id=exc.request_id)
         except InsufficientCreditsError as exc:
             self._block(key, exc)
-            self.stop(STOP_CREDITS, exc)
+            self.drain(STOP_CREDITS, exc)
         except AuthError as exc:
             self._unsent(key, exc)
-            self.stop(STOP_AUTH, exc)
+            self.drain(STOP_AUTH, exc)
         except (TransportError, ServerError, RateLimitedError) as exc:
             # Outcome unknown: the row stays resendable; the same key replays any task it made.
             self._unsent(key, exc)
@@ -362,18 +299,20 @@ class Engine:
             self.emit("submitted", key=key, task_id=task.id)
             if task.reserved_credits > 0 and task.reserved_credits != cost:
                 # The service is the truth for money: hold the cap with its figure.
-                self.governor.reprice(cost, task.reserved_credits)
+                self.inflight.reprice(cost, task.reserved_credits)
                 cost = task.reserved_credits
-            self._track(task.id, key, row["model"], cost, self.clock())
-            tracked = True
+            now = self.clock()
+            self.inflight.created(task.id, key, row["model"], cost, now, now + self.task_timeout)
+            created = True
+            self.scheduler.add(task.id, row["model"], now)
+            self._wake.set()
             if task.terminal:
-                self.scheduler.remove(task.id)
                 await self._finish(task)
         finally:
             self._priced(row["model"], answered)
-            if not tracked:
-                self.governor.settle(cost, 0)
-                self.window.release()
+            if not created:
+                self.inflight.unadmit(cost)
+                self._wake.set()
 
     def _fail(
         self,
@@ -438,35 +377,17 @@ class Engine:
 
     # -- poll -----------------------------------------------------------------------------------
 
-    def _track(
-        self,
-        task_id: str,
-        key: str,
-        model: str,
-        cost: int,
-        submitted: float,
-        *,
-        first_poll_now: bool = False,
-    ) -> None:
-        self.tracked[task_id] = Tracked(key, model, cost, submitted, submitted + self.task_timeout)
-        self.scheduler.add(task_id, model, submitted - (3600.0 if first_poll_now else 0.0))
-        self._wake.set()
-
-    def _untrack(self, task_id: str, charged: int) -> Tracked | None:
-        t = self.tracked.pop(task_id, None)
-        if t is not None:
-            self.scheduler.remove(task_id)
-            self.governor.settle(t.cost, charged)
-            self.window.release()
+    def _end(self, task_id: str, charged: int) -> None:
+        """A task reached its end: free its slot and reservation, count what it cost."""
+        if self.inflight.finish(task_id) is not None:
+            self.governor.charge(charged)
             self._wake.set()
-        return t
 
     async def _poll_loop(self) -> None:
-        while not self.aborted:
-            if not self.tracked and not self._submitting:
-                return
+        state = self.state
+        while state.polling:  # until the run cancels it
             for task_id in self.scheduler.pop_due(self.clock()):
-                if task_id not in self.tracked:
+                if task_id not in self.inflight:
                     continue
                 await self.poll_slots.acquire()
                 self._spawn(self._poll(task_id))
@@ -474,21 +395,26 @@ class Engine:
             timeout = 1.0 if next_due is None else min(1.0, max(0.0, next_due - self.clock()))
             self._wake.clear()
             if timeout > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                # asyncio.wait, not wait_for: Python 3.11's wait_for can swallow the cancel
+                # that ends this loop when the wake-up lands at the same moment.
+                waiter = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait({waiter}, timeout=timeout)
+                finally:
+                    waiter.cancel()
 
     async def _poll(self, task_id: str) -> None:
         try:
             task = await self.client.get_generation(task_id)
         except NotFoundError as exc:
-            t = self.tracked.get(task_id)
+            t = self.inflight.get(task_id)
             if t is not None:
                 self._fail(t.key, exc.code, exc.message, request_id=exc.request_id)
-                self._untrack(task_id, 0)
+                self._end(task_id, 0)
             return
         except AuthError as exc:
-            self.stop(STOP_AUTH, exc)
-            self.abort(STOP_AUTH)
+            self.drain(STOP_AUTH, exc)
+            self.abort(STOP_AUTH, exc)
             return
         except BatchgenError:
             self._after_unfinished(task_id)
@@ -501,7 +427,7 @@ class Engine:
             self._after_unfinished(task_id)
 
     def _after_unfinished(self, task_id: str) -> None:
-        t = self.tracked.get(task_id)
+        t = self.inflight.get(task_id)
         if t is None:
             return
         now = self.clock()
@@ -514,12 +440,8 @@ class Engine:
                 "the next run polls it again",
             )
             self.emit("timed_out", key=t.key, task_id=task_id)
-            # Its reservation stays counted: the task may still be charged.
-            t2 = self.tracked.pop(task_id)
-            self.scheduler.remove(task_id)
-            self.window.release()
+            self.inflight.give_up(task_id)  # its reservation stays: it may still be charged
             self._wake.set()
-            del t2
         else:
             self.scheduler.reschedule(task_id, now)
 
@@ -531,7 +453,7 @@ class Engine:
             self.scheduler.observe(model, noticed, task_id=task.id)
 
     async def _finish(self, task: Task) -> None:
-        t = self.tracked.get(task.id)
+        t = self.inflight.get(task.id)
         if t is None:
             return
         seconds = max(0.0, self.clock() - t.submitted)
@@ -553,7 +475,7 @@ class Engine:
             }
             await self.committer.commit(t.key, fields)
             self._observe(t.model, task, seconds)
-            self._untrack(task.id, task.final_credits)
+            self._end(task.id, task.final_credits)
             self.emit("succeeded", key=t.key, task_id=task.id, credits=task.final_credits)
             if self.on_success is not None:
                 self.on_success({"key": t.key, "task_id": task.id, **fields})
@@ -570,9 +492,9 @@ class Engine:
                 error_message=task.error_message or code,
                 finished_at=J.now_iso(),
             )
-            self._untrack(task.id, task.final_credits)
+            self.drain(STOP_CREDITS, ApiError(task.error_message or code, status=200, code=code))
+            self._end(task.id, task.final_credits)
             self.emit("blocked", key=t.key, task_id=task.id, error_code=code)
-            self.stop(STOP_CREDITS, ApiError(task.error_message or code, status=200, code=code))
             return
         await self.committer.commit(
             t.key,
@@ -587,5 +509,5 @@ class Engine:
             },
         )
         self._observe(t.model, task, seconds)
-        self._untrack(task.id, task.final_credits)
+        self._end(task.id, task.final_credits)
         self.emit("failed", key=t.key, task_id=task.id, error_code=code, message=task.error_message)

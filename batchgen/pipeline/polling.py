@@ -30,6 +30,7 @@ import heapq
 import math
 import random
 from collections.abc import Callable
+from typing import Any
 
 DEFAULT_POLL_FIRST = (2.0, 3.0)
 """Seconds after submit of the first poll while nothing is known about the model (the docs)."""
@@ -97,7 +98,13 @@ class _Durations:
         return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
 
 
-class _Tracked:
+class PollState:
+    """What the scheduler knows of one task: its model key, submit time and polls so far.
+
+    The engine's table of tasks in flight holds one per task (a subclass with the row's key and
+    cost) and hands the table to the scheduler, so a task in flight has one record, not two.
+    """
+
     __slots__ = ("due", "last_poll", "model_key", "polls", "seq", "submitted")
 
     def __init__(self, model_key: str, submitted: float) -> None:
@@ -118,6 +125,8 @@ class PollScheduler:
     ``observe(model_key, seconds, exact=True)`` teaches the durations: pass the task's own
     duration (``updated_at - created_at`` of a finished task) whenever the service gives it.
     ``pressured`` (a callable, settable) says whether requests are scarce right now.
+    ``table``: the caller's table of tasks in flight (``task_id -> PollState``), shared rather
+    than copied; ``remove`` then forgets the task in that table too.
     """
 
     def __init__(
@@ -128,6 +137,7 @@ class PollScheduler:
         first_min: float = DEFAULT_FIRST_MIN,
         rng: random.Random | None = None,
         pressured: Callable[[], bool] | None = None,
+        table: dict[str, Any] | None = None,
     ) -> None:
         self.first = (min(first), max(first))
         self.interval = (min(interval), max(interval))
@@ -137,7 +147,9 @@ class PollScheduler:
         self.pressured: Callable[[], bool] = pressured or (lambda: True)
         self._rng = rng or random.Random()
         self._heap: list[tuple[float, int, str]] = []
-        self._tasks: dict[str, _Tracked] = {}
+        # The tasks in flight, by id: the caller's table when given (its entries are PollState
+        # records the caller created before ``add``), else the scheduler's own.
+        self._tasks: dict[str, PollState] = table if table is not None else {}
         self._durations: dict[str, _Durations] = {}
         self._scouts: dict[str, int] = {}
         self._seq = 0
@@ -183,7 +195,7 @@ class PollScheduler:
         delay = self._jitter(d.quantile(self.first_quantile()))
         return min(max(delay, self.first_floor), NO_ESTIMATE_LIMIT)
 
-    def _next_delay(self, tracked: _Tracked, now: float) -> float:
+    def _next_delay(self, tracked: PollState, now: float) -> float:
         """Seconds from ``now`` to the next poll of a task found still running."""
         low, high = self.interval
         d = self._sample(tracked.model_key)
@@ -261,15 +273,19 @@ class PollScheduler:
 
     # -- the heap ------------------------------------------------------------------------------
 
-    def add(self, task_id: str, model_key: str, submitted_at: float) -> float:
-        """Track a task submitted at ``submitted_at``; returns the time of its first poll."""
+    def add(
+        self, task_id: str, model_key: str, submitted_at: float, *, due: float | None = None
+    ) -> float:
+        """Track a task submitted at ``submitted_at``; returns the time of its first poll
+        (``due`` when given, e.g. at once for a task resumed from an earlier run)."""
         tracked = self._tasks.get(task_id)
         if tracked is None:
-            tracked = self._tasks[task_id] = _Tracked(model_key, submitted_at)
+            tracked = self._tasks[task_id] = PollState(model_key, submitted_at)
         tracked.model_key = model_key
         tracked.submitted = submitted_at
         tracked.polls = 0
-        due = submitted_at + self.first_delay(model_key)
+        if due is None:
+            due = submitted_at + self.first_delay(model_key)
         self._push(task_id, tracked, due)
         return due
 
@@ -313,7 +329,7 @@ class PollScheduler:
                 out.append(task_id)
         return out
 
-    def _push(self, task_id: str, tracked: _Tracked, due: float) -> None:
+    def _push(self, task_id: str, tracked: PollState, due: float) -> None:
         self._seq += 1
         tracked.seq = self._seq
         tracked.due = due

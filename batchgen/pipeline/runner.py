@@ -11,8 +11,8 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,9 @@ from batchgen.errors import (
     EXIT_SIGINT,
     EXIT_SIGTERM,
     EXIT_STOPPED,
+    EXIT_USAGE,
     AuthError,
+    BatchgenError,
     UsageError,
 )
 from batchgen.job.catalog import Catalog
@@ -30,7 +32,8 @@ from batchgen.job.manifest import Manifest
 from batchgen.job.settings import Settings
 from batchgen.pipeline import plan as P
 from batchgen.pipeline.catalog_fetch import CatalogSource, load_catalog
-from batchgen.pipeline.engine import STOP_AUTH, STOP_CREDITS, STOP_SIGNAL, CreditGovernor, Engine
+from batchgen.pipeline.engine import Engine
+from batchgen.pipeline.inflight import CreditGovernor, InFlight
 from batchgen.pipeline.polling import PollScheduler
 from batchgen.pipeline.prices import (
     PriceBook,
@@ -41,6 +44,7 @@ from batchgen.pipeline.prices import (
     remember,
 )
 from batchgen.pipeline.progress import Reporter
+from batchgen.pipeline.runstate import STOP_AUTH, STOP_BUDGET, STOP_SIGNAL, RunState
 from batchgen.pipeline.scan import ScanResult, scan_manifest
 from batchgen.pipeline.upload import Uploader
 from batchgen.rivya.budget import RequestBudget
@@ -129,52 +133,106 @@ async def run_job(
         catalog = apply_observed(catalog, earlier)
         reporter.catalog = catalog.origin.short(time.time())
         run_id = journal.start_run(os.getpid(), "run")
-        scan = scan_manifest(settings, catalog, journal, run_id, manifest=manifest)
-        for message in scan.invalid_messages:
-            reporter.emit("invalid", message=message, error_code="invalid_input")
-        more = scan.actions[P.INVALID] + scan.actions[P.DUPLICATE] - len(scan.invalid_messages)
-        if more > 0:
-            reporter.emit(
-                "invalid",
-                message=f"... and {more} more invalid rows: see error_field and "
-                f"error_message in {settings.output}",
+        try:
+            with _terminated_raises():  # the scan is synchronous: the loop cannot see a signal
+                scan = scan_manifest(settings, catalog, journal, run_id, manifest=manifest)
+            for message in scan.invalid_messages:
+                reporter.emit("invalid", message=message, error_code="invalid_input")
+            more = scan.actions[P.INVALID] + scan.actions[P.DUPLICATE] - len(scan.invalid_messages)
+            if more > 0:
+                reporter.emit(
+                    "invalid",
+                    message=f"... and {more} more invalid rows: see error_field and "
+                    f"error_message in {settings.output}",
+                )
+            if scan.actions[P.SUBMIT] or scan.actions[P.RESUME] or settings.download_dir:
+                async with api_endpoint(settings) as (base_url, api_key):
+                    result = await _work(
+                        settings, reporter, catalog, journal, run_id, scan, base_url, api_key
+                    )
+            else:  # nothing to send: no client, not one request
+                result = _completed(journal, scan)
+            written = write_output(
+                journal,
+                settings.output,
+                id_column=settings.id_column,
+                passthrough=settings.passthrough,
+                current_run=run_id,
             )
-        if scan.actions[P.SUBMIT] or scan.actions[P.RESUME] or settings.download_dir:
-            async with api_endpoint(settings) as (base_url, api_key):
-                result = await _work(
-                    settings, reporter, catalog, journal, run_id, scan, base_url, api_key
-                )
-        else:  # nothing to send: no client, not one request
-            result = _completed(journal, scan)
-        written = write_output(
-            journal,
-            settings.output,
-            id_column=settings.id_column,
-            passthrough=settings.passthrough,
-            current_run=run_id,
-        )
-        summary = summarize(journal, run_id, scan, reporter, started, result.totals)
-        summary["catalog"] = catalog.origin.as_dict(time.time())
-        changes = result.summary.get("price_changes")
-        if changes or earlier:
-            summary["price_changes"] = changes or [c.as_dict() for c in earlier]
-        http = result.summary.get("http")
-        if http:
-            summary["http"] = http
-            # Requests per second over the run: estimates of later runs start from it.
-            if summary["wall_seconds"] > 0 and sum(http["requests"].values()) >= 20:
-                summary["request_rate"] = round(
-                    sum(http["requests"].values()) / summary["wall_seconds"], 2
-                )
-        summary.update(
-            outcome=result.outcome,
-            output=str(settings.output),
-            output_rows=written,
-            exit_code=result.exit_code,
-        )
-        journal.finish_run(run_id, result.outcome, result.exit_code, summary)
+            summary = summarize(journal, run_id, scan, reporter, started, result.totals)
+            summary["catalog"] = catalog.origin.as_dict(time.time())
+            changes = result.summary.get("price_changes")
+            if changes or earlier:
+                summary["price_changes"] = changes or [c.as_dict() for c in earlier]
+            http = result.summary.get("http")
+            if http:
+                summary["http"] = http
+                # Requests per second over the run: estimates of later runs start from it.
+                if summary["wall_seconds"] > 0 and sum(http["requests"].values()) >= 20:
+                    summary["request_rate"] = round(
+                        sum(http["requests"].values()) / summary["wall_seconds"], 2
+                    )
+            summary.update(
+                outcome=result.outcome,
+                output=str(settings.output),
+                output_rows=written,
+                exit_code=result.exit_code,
+            )
+            journal.finish_run(run_id, result.outcome, result.exit_code, summary)
+        except BaseException as exc:
+            # Every exit path closes the run in the journal: `status` never shows a run that
+            # ended as "not finished".
+            outcome, code = exit_of(exc)
+            journal.finish_run(
+                run_id,
+                outcome,
+                code,
+                {"run_id": run_id, "outcome": outcome, "exit_code": code, "error": describe(exc)},
+            )
+            raise
         result.summary = summary
         return result
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived while the run was in synchronous code (the manifest scan)."""
+
+
+@contextmanager
+def _terminated_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (the run is closed, exit 143)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def exit_of(exc: BaseException) -> tuple[str, int]:
+    """The outcome and exit code of a run that ended with ``exc`` (as the CLI exits)."""
+    if isinstance(exc, UsageError):
+        return "usage_error", EXIT_USAGE
+    if isinstance(exc, Terminated):
+        return "interrupted", EXIT_SIGTERM
+    if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+        return "interrupted", EXIT_SIGINT
+    if isinstance(exc, BatchgenError):
+        return "error", EXIT_STOPPED
+    return "error", EXIT_ROWS_FAILED
+
+
+def describe(exc: BaseException) -> str:
+    """One line about ``exc`` for the run's summary (our errors never hold the API key)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
 
 
 async def _work(
@@ -240,7 +298,10 @@ async def _drive(
                 scan.scan_id, "not_affordable", f"the run needs {need} credits; {limit}"
             )
             return RunResult(EXIT_STOPPED, "not_affordable", {})
-    scheduler = PollScheduler(first=settings.poll_first, interval=settings.poll_interval)
+    inflight = InFlight()
+    scheduler = PollScheduler(
+        first=settings.poll_first, interval=settings.poll_interval, table=inflight.tasks
+    )
     for model, seconds in journal.durations(500):
         scheduler.observe(model or "", seconds)
     uploader = Uploader(
@@ -282,7 +343,9 @@ async def _drive(
         client=client,
         uploader=uploader,
         scheduler=scheduler,
-        governor=CreditGovernor(settings.max_credits),
+        inflight=inflight,
+        governor=CreditGovernor(settings.max_credits, inflight),
+        state=RunState(),
         max_tasks_in_flight=settings.max_tasks_in_flight,
         max_polls_in_flight=settings.max_requests_in_flight,
         task_timeout=settings.task_timeout,
@@ -303,7 +366,7 @@ async def _drive(
                 journal.iter_scan(scan.scan_id, states=J.TO_SUBMIT) if to_submit else iter(()),
             )
             if downloader is not None:
-                await downloader.drain(until=lambda: engine.aborted)
+                await downloader.drain(until=lambda: not engine.state.polling)
         finally:
             if downloader is not None:
                 await downloader.close()
@@ -311,24 +374,29 @@ async def _drive(
     if got_signal:
         exit_code = EXIT_SIGINT if got_signal[0] == signal.SIGINT else EXIT_SIGTERM
         return RunResult(exit_code, "interrupted", {})
-    if engine.stop_reason in (STOP_AUTH, STOP_CREDITS):
-        code = getattr(engine.stop_error, "code", engine.stop_reason)
+    state = engine.state
+    if state.stopped_early:
+        reason = state.reason or STOP_AUTH
+        if reason == STOP_BUDGET:
+            journal.block_unsent(
+                scan.scan_id, STOP_BUDGET, "not submitted: --max-credits would be exceeded"
+            )
+            reporter.emit(
+                "stop",
+                message="--max-credits reached: the remaining rows are blocked;"
+                " raise the cap and run again",
+            )
+            return RunResult(EXIT_STOPPED, reason, {})
+        code = getattr(state.error, "code", None) or reason
         journal.block_unsent(scan.scan_id, code, "not submitted: the run stopped early")
-        if engine.stop_reason == STOP_AUTH:
-            reporter.emit("fatal", message=f"{engine.stop_error} (fix {settings.api_key_source})")
+        if reason == STOP_AUTH:
+            reporter.emit("fatal", message=f"{state.error} (fix {settings.api_key_source})")
         else:
             reporter.emit(
                 "fatal",
                 message="insufficient credits: top up, then run the same command again to continue",
             )
-        return RunResult(EXIT_STOPPED, engine.stop_reason, {})
-    if reporter.errors.get("budget_reached"):
-        reporter.emit(
-            "stop",
-            message="--max-credits reached: the remaining rows are blocked;"
-            " raise the cap and run again",
-        )
-        return RunResult(EXIT_STOPPED, "budget_reached", {})
+        return RunResult(EXIT_STOPPED, reason, {})
     return _completed(journal, scan)
 
 
@@ -371,6 +439,7 @@ def summarize(
     totals: J.ScanTotals | None = None,
 ) -> dict[str, Any]:
     totals = totals or journal.totals(scan.scan_id)
+    generated, charged = journal.run_results(run_id)
     downloads: dict[str, int] = dict(totals.downloads)
     done, failed = reporter.counts["downloaded"], reporter.counts["download_failed"]
     if done or failed or downloads["downloaded"] or downloads["failed"]:
@@ -381,11 +450,11 @@ def summarize(
         "run_id": run_id,
         "rows": totals.rows,
         "by_status": dict(sorted(totals.by_state.items())),
-        "generated_this_run": reporter.counts["succeeded"],
+        "generated_this_run": generated,
         "kept": scan.actions[P.KEEP],
         "credits_reserved": totals.reserved,
         "credits_charged": totals.charged,
-        "credits_charged_this_run": reporter.credits,
+        "credits_charged_this_run": charged,
         "errors": dict(sorted(totals.errors.items())),
         "wall_seconds": round(time.monotonic() - started, 2),
         **({"downloads": downloads} if downloads else {}),

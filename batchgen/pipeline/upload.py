@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchgen.errors import BatchgenError
+from batchgen.errors import BatchgenError, NotSentError
 from batchgen.job.catalog import Catalog
 from batchgen.job.filetypes import kind_of_mime, sniff_mime
 from batchgen.job.references import resolve_reference
@@ -68,11 +68,15 @@ class Uploader:
         self.on_upload = on_upload
         self.uploaded = 0
         self.reused = 0
+        # Asked before each fetch or upload starts: False once the run stopped submitting.
+        self.proceed: Callable[[], bool] = lambda: True
 
     async def items_for(self, row: Mapping[str, Any]) -> list[dict[str, Any]]:
         cell = row["reference"]
         if not cell:
             return []
+        if not self.proceed():
+            raise NotSentError("upload")
         data: bytes | None = None
         sha = row["reference_sha256"]
         if sha is None:
@@ -162,6 +166,8 @@ class Uploader:
                 field=self.column,
             )
         async with self.sem:
+            if not self.proceed():
+                raise NotSentError("upload")
             uploaded = await self.client.upload_file(
                 data,
                 filename=name,

@@ -24,7 +24,14 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from batchgen.errors import ApiError, TooLargeError, TransportError, UsageError, api_error_class
+from batchgen.errors import (
+    ApiError,
+    NotSentError,
+    TooLargeError,
+    TransportError,
+    UsageError,
+    api_error_class,
+)
 from batchgen.job.apikey import ApiKey
 from batchgen.rivya.budget import Priority, RequestBudget
 from batchgen.rivya.records import (
@@ -96,8 +103,13 @@ _NO_SLOT = _NoSlot()
 _PRIORITY = {
     "poll": Priority.POLL,
     "create": Priority.SUBMIT,
-    "upload": Priority.UPLOAD,
+    # An upload is what a waiting submission needs next; bounded by upload_concurrency it goes
+    # with the polls, ahead of the creates, so uploads overlap the submissions instead of
+    # waiting behind every create of a row without a reference.
+    "upload": Priority.POLL,
 }
+GATED = frozenset({"create", "upload"})
+"""Endpoints that start new work (and spend credits or storage): checked against ``gate``."""
 
 
 class RivyaClient:
@@ -128,6 +140,9 @@ class RivyaClient:
         self.budget = budget
         self.retry = retry
         self.stats = ClientStats()
+        # Asked once a create or upload holds its request slot, right before it is sent: False
+        # means the run stopped submitting, and the request is dropped (NotSentError).
+        self.gate: Callable[[], bool] | None = None
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
         self._max_connections = max_connections
         self._sleep = sleep
@@ -360,11 +375,10 @@ class RivyaClient:
         attempt = 0
         while True:
             attempt += 1
-            self.stats.requests[endpoint] += 1
             error: ApiError | TransportError
             try:
                 status, resp_headers, payload, retry_after = await self._send(
-                    method, url, headers, data, form, budget, priority, parse, max_bytes
+                    endpoint, method, url, headers, data, form, budget, priority, parse, max_bytes
                 )
             except TransportError as exc:
                 error, retry_after = exc, None
@@ -390,6 +404,7 @@ class RivyaClient:
 
     async def _send(
         self,
+        endpoint: str,
         method: str,
         url: str,
         headers: Mapping[str, str],
@@ -408,6 +423,11 @@ class RivyaClient:
         session = self._session or self._open()
         slot = budget.slot(priority) if budget is not None else _NO_SLOT
         async with slot:
+            if endpoint in GATED and self.gate is not None and not self.gate():
+                raise NotSentError(endpoint)
+            # Counted here, once the request really goes out: a request cancelled while it
+            # waited for its slot (SIGINT) was never seen by the service and is not counted.
+            self.stats.requests[endpoint] += 1
             try:
                 async with session.request(
                     method,

@@ -22,11 +22,12 @@ from aiohttp import web
 
 from batchgen.job.catalog import Catalog
 from batchgen.sim.faults import Faults, RateDecision, RateLimiter
-from batchgen.sim.handlers import ACCOUNT_KEY, CODE_KEY, DROPPED_KEY, Handlers, drop
+from batchgen.sim.handlers import ACCOUNT_KEY, CODE_KEY, DROPPED_KEY, TRACE_KEY, Handlers, drop
 from batchgen.sim.openapi import openapi_document
 from batchgen.sim.state import (
     ALL_SCOPES,
     DEFAULT_ACCOUNT,
+    KEY_STATUSES,
     RUNTIME_KNOBS,
     AccountConfig,
     KeyConfig,
@@ -134,6 +135,27 @@ class Simulator:
             self.state.add_account(AccountConfig(account_id, (key,), credits))
         return secret
 
+    def set_key(
+        self,
+        secret: str,
+        *,
+        status: str = "active",
+        scopes: frozenset[str] | None = None,
+        account: str | None = None,
+    ) -> str:
+        """Add a key or change one's status/scopes (e.g. revoke the key a run is using);
+        returns its account. A known key keeps its account and, unless given, its scopes."""
+        found = self.state.lookup_key(secret)
+        if found is not None:
+            owner, old = found
+            account = account or owner
+            scopes = scopes if scopes is not None else old.scopes
+        self.state.add_key(
+            account or self.account_id,
+            KeyConfig(secret, scopes if scopes is not None else ALL_SCOPES, status),
+        )
+        return account or self.account_id
+
     def add_credits(self, account: str | None, n: int) -> int:
         """Add ``n`` credits to an account (default account when None); returns the balance."""
         return self.state.add_credits(account or self.account_id, n)
@@ -186,6 +208,8 @@ class Simulator:
         app.router.add_get("/media/files/{file_id}", h.media_file, allow_head=False)
         app.router.add_get("/media/{task_id}/{name}", h.media_result, allow_head=False)
         app.router.add_get("/_sim/ledger", self._admin_ledger, allow_head=False)
+        app.router.add_get("/_sim/requests", self._admin_requests, allow_head=False)
+        app.router.add_post("/_sim/keys", self._admin_keys)
         app.router.add_post("/_sim/credits", self._admin_credits)
         app.router.add_post("/_sim/config", self._admin_config)
         return app
@@ -194,7 +218,7 @@ class Simulator:
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         resource = request.match_info.route.resource
         canonical = resource.canonical if resource is not None else "(unmatched)"
-        self.ledger.request_started(f"{request.method} {canonical}")
+        index = self.ledger.request_started(f"{request.method} {canonical}")
         status: int | str = 500
         code: str | None = None
         try:
@@ -207,7 +231,7 @@ class Simulator:
             code = resp.get(CODE_KEY)
             return resp
         finally:
-            self.ledger.request_finished(status, code)
+            self.ledger.request_finished(status, code, index, trace=request.get(TRACE_KEY))
 
     async def _dispatch(
         self, request: web.Request, handler: Handler, canonical: str
@@ -300,6 +324,30 @@ class Simulator:
 
     async def _admin_ledger(self, request: web.Request) -> web.Response:
         return web.json_response(self.snapshot())
+
+    async def _admin_requests(self, request: web.Request) -> web.Response:
+        return web.json_response(self.ledger.request_log())
+
+    async def _admin_keys(self, request: web.Request) -> web.Response:
+        body = await _json_object(request)
+        secret = body.get("key")
+        status = body.get("status", "active")
+        if not isinstance(secret, str) or not secret.startswith("rvya_sk_"):
+            return self.error(400, "validation_failed", "key: give the secret (rvya_sk_...)")
+        if status not in KEY_STATUSES:
+            return self.error(400, "validation_failed", f"status: one of {', '.join(KEY_STATUSES)}")
+        scopes = body.get("scopes")
+        if scopes is not None and not (
+            isinstance(scopes, list) and all(isinstance(x, str) for x in scopes)
+        ):
+            return self.error(400, "validation_failed", "scopes: a list of scope names")
+        account = self.set_key(
+            secret,
+            status=status,
+            scopes=frozenset(scopes) if scopes is not None else None,
+            account=body.get("account") if isinstance(body.get("account"), str) else None,
+        )
+        return web.json_response({"account": account, "status": status})
 
     async def _admin_credits(self, request: web.Request) -> web.Response:
         body = await _json_object(request)

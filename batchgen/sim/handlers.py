@@ -56,6 +56,8 @@ _FILE_PATH = "/media/files/"
 ACCOUNT_KEY: Any = web.RequestKey("account", str) if hasattr(web, "RequestKey") else "account"
 CODE_KEY: Any = web.ResponseKey("code", str) if hasattr(web, "ResponseKey") else "code"
 DROPPED_KEY: Any = web.ResponseKey("dropped", bool) if hasattr(web, "ResponseKey") else "dropped"
+TRACE_KEY: Any = web.RequestKey("trace", str) if hasattr(web, "RequestKey") else "trace"
+"""The caller's client_request_id of a create or upload, for the ordered request log."""
 
 
 def _origin(request: web.Request) -> str:
@@ -97,7 +99,8 @@ class Handlers:
             url = f"{origin}/media/{task.id}/0.{EXTENSIONS.get(task.fmt, 'png')}"
             result = {"primary_url": url, "urls": [url]}
         elif status == "failed":
-            error = {"code": "generation_failed", "message": "The generation failed (simulated)."}
+            code = self.sim.config.failure_code or "generation_failed"
+            error = {"code": code, "message": f"The generation failed (simulated {code})."}
         return {
             "id": task.id,
             "object": "generation",
@@ -121,6 +124,8 @@ class Handlers:
             return self._invalid([Violation("body", "json", "body: must be a JSON object (json)")])
         if not isinstance(body, dict):
             return self._invalid([Violation("body", "json", "body: must be a JSON object (json)")])
+        if isinstance(body.get("client_request_id"), str):
+            request[TRACE_KEY] = body["client_request_id"]
         key = request.headers.get("Idempotency-Key")
         if key is not None:
             key = key.strip()
@@ -335,6 +340,8 @@ class Handlers:
         if not kind:
             problems.append(Violation("kind", "required", "kind: required (required)"))
         crid = fields.get("client_request_id") or None
+        if crid is not None:
+            request[TRACE_KEY] = crid
         if crid is not None and len(crid) > MAX_CLIENT_REQUEST_ID:
             message = f"client_request_id: at most {MAX_CLIENT_REQUEST_ID} characters (max_length)"
             problems.append(Violation("client_request_id", "max_length", message))
@@ -349,6 +356,8 @@ class Handlers:
         problems = self.catalog.validate_file(kind, info, fields.get("model") or None)
         if problems:
             return self._invalid(problems)
+        if sim.config.upload_delay > 0:  # a slow file store: the upload takes this long
+            await asyncio.sleep(sim.config.upload_delay)
         record = FileRecord(
             id=f"file_{sim.faults.token()}",
             account=request[ACCOUNT_KEY],

@@ -114,7 +114,10 @@ class SimConfig:
     latency_by_model: dict[str, float] = field(default_factory=dict)
     latency_sigma: float = knob(0.4, "Sigma of the log-normal latency.")  # and of queue time
     queue_time: float = knob(0.2, "Median queued seconds.")  # before processing (0 = none)
-    failure_rate: float = knob(0.0, "Tasks that fail.")  # ending failed with generation_failed
+    failure_rate: float = knob(0.0, "Tasks that fail.")  # ending failed with failure_code
+    failure_code: str = knob(
+        "generation_failed", "error.code of a failed task (e.g. insufficient_credits)."
+    )
     error_rate: float = knob(0.0, "500 answers.")  # internal_error before any effect
     html_error_rate: float = knob(0.0, "502 HTML.")  # an HTML body, before any effect
     drop_rate: float = knob(0.0, "Dropped, no effect.")  # connections dropped before any effect
@@ -129,6 +132,7 @@ class SimConfig:
     idempotency_ttl: float = 86_400.0
     image_long_side: int = knob(256, "Long side of result images, pixels.", flag="--image-size")
     media_delay: float = knob(0.0, "Seconds before a result image is served.")  # a slow CDN
+    upload_delay: float = knob(0.0, "Seconds each file upload takes.")  # a slow file store
     seed: int | None = knob(None, "Seed of every random choice.", show_default=False)
     api_key: str | None = knob(
         None, "Use this key (rvya_sk_...) instead of a new one.", show_default=False
@@ -149,6 +153,7 @@ RUNTIME_KNOBS = frozenset(
         "latency_sigma",
         "queue_time",
         "failure_rate",
+        "failure_code",
         "error_rate",
         "html_error_rate",
         "drop_rate",
@@ -158,6 +163,7 @@ RUNTIME_KNOBS = frozenset(
         "slow_seconds",
         "create_delay",
         "media_delay",
+        "upload_delay",
         "api_disabled",
     }
 )
@@ -208,6 +214,11 @@ class Ledger:
         # rate-limited requests by tenth of a second (epoch * 10): [allowed, refused with 429]
         self.rate_timeline: dict[int, list[int]] = {}
         self.before_read: Callable[[], object] | None = None
+        # Every request in order: [start seq, route, end seq, status, error code, the caller's
+        # client_request_id of a create or upload]; one counter
+        # numbers starts and ends, so a test can tell what was sent after an answer came back.
+        self.log: list[list[Any]] = []
+        self._seq = 0
 
     def account(self, account_id: str) -> dict[str, int]:
         """The credit book of one account (balance, reserved, charged, refunded)."""
@@ -222,21 +233,47 @@ class Ledger:
                 }
             return book
 
-    def request_started(self, route: str) -> None:
-        """Count a request on ``"METHOD /route/{param}"`` and one more in flight."""
+    def request_started(self, route: str) -> int:
+        """Count a request on ``"METHOD /route/{param}"`` and one more in flight; returns its
+        index in :attr:`log` (pass it to :meth:`request_finished`)."""
         with self.lock:
             self.requests[route] += 1
             self.in_flight += 1
             if self.in_flight > self.max_in_flight:
                 self.max_in_flight = self.in_flight
+            self._seq += 1
+            self.log.append([self._seq, route, None, None, None, None])
+            return len(self.log) - 1
 
-    def request_finished(self, status: int | str, code: str | None = None) -> None:
+    def request_finished(
+        self,
+        status: int | str,
+        code: str | None = None,
+        index: int | None = None,
+        *,
+        trace: str | None = None,
+    ) -> None:
         """Count a response by status (``"dropped"`` for a dropped connection) and error code."""
         with self.lock:
             self.in_flight -= 1
             self.responses[str(status)] += 1
             if code:
                 self.errors[code] += 1
+            if index is not None:
+                self._seq += 1
+                entry = self.log[index]
+                entry[2], entry[3], entry[4], entry[5] = self._seq, status, code, trace
+
+    def request_log(self) -> list[dict[str, Any]]:
+        """Every request so far in the order it arrived: ``start`` and ``end`` (one sequence
+        numbers both; ``end`` None while it runs), ``route``, ``status``, error ``code`` and
+        ``trace`` (the client_request_id of a create or upload)."""
+        with self.lock:
+            return [
+                {"start": e[0], "route": e[1], "end": e[2], "status": e[3], "code": e[4]}
+                | {"trace": e[5]}
+                for e in self.log
+            ]
 
     def rate_decision(self, now: float, allowed: bool) -> None:
         """Count one request checked against the rate limit, by tenth of a second."""

@@ -386,6 +386,14 @@ class Journal:
             for key, fields in changes:
                 self.update_row(key, **fields)
 
+    def run_results(self, run_id: int) -> tuple[int, int]:
+        """``(rows generated, credits charged)`` by the tasks that run ``run_id`` settled."""
+        n, charged = self.db.execute(
+            "SELECT SUM(state = ?), SUM(final_credits) FROM rows WHERE generated_run = ?",
+            (SUCCEEDED, run_id),
+        ).fetchone()
+        return int(n or 0), int(charged or 0)
+
     def add_extra_rows(self, rows: Iterable[dict[str, Any]]) -> None:
         with self.transaction():
             self.db.executemany(

@@ -70,6 +70,7 @@ def job_status(settings: Settings) -> dict[str, Any]:
                         "pid",
                     )
                 }
+                | ({"error": r["summary"]["error"]} if (r["summary"] or {}).get("error") else {})
                 for r in runs
             ],
         }
@@ -101,6 +102,8 @@ def format_status(s: dict[str, Any]) -> str:
         end = r["finished_at"] or "(not finished: still running, or killed)"
         outcome = f"{r['outcome']} (exit {r['exit_code']})" if r["outcome"] else ""
         lines.append(f"  run {r['id']} {r['mode']}: {r['started_at']} -> {end} {outcome}".rstrip())
+        if r.get("error"):
+            lines.append(f"    {r['error']}")
     return "\n".join(lines)
 
 
