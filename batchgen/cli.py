@@ -56,12 +56,12 @@ def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
             option = click.option(
                 *names, doc.field, is_flag=True, default=None, help=setting_help(doc.field)
             )
-        elif doc.field == "params":
+        elif doc.field in ("params", "variants"):
             option = click.option(
                 *names,
                 doc.field,
                 multiple=True,
-                metavar="KEY=VALUE",
+                metavar="KEY=VALUE" if doc.field == "params" else "KEY=V1,V2",
                 help=setting_help(doc.field, doc.meaning + " Repeatable."),
             )
         else:
@@ -489,8 +489,11 @@ def models(
 
 def format_summary(s: dict[str, Any]) -> str:
     """The end-of-run summary, for people."""
+    counted = f"{s.get('rows', 0)} rows"
+    if s.get("tasks") is not None:
+        counted = f"{s.get('manifest_rows', 0)} rows, {s['tasks']} tasks"
     lines = [
-        f"batchgen: {s.get('outcome', '?')} in {s.get('wall_seconds', 0):.1f}s, {s.get('rows', 0)} rows",
+        f"batchgen: {s.get('outcome', '?')} in {s.get('wall_seconds', 0):.1f}s, {counted}",
         "  by status: " + ", ".join(f"{k} {v}" for k, v in s.get("by_status", {}).items()),
         f"  generated this run {s.get('generated_this_run', 0)}, kept from earlier runs {s.get('kept', 0)}",
         f"  credits: reserved {s.get('credits_reserved', 0)}, charged {s.get('credits_charged', 0)} "

@@ -88,3 +88,28 @@ def test_output_write_bench_runs_on_a_few_rows() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "csv      30 rows" in proc.stdout and "parquet  30 rows" in proc.stdout
+
+
+@pytest.mark.timeout(300)
+def test_variants_bench_runs_on_a_few_rows(tmp_path: Path) -> None:
+    out = tmp_path / "variants.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "variants_bench.py"),
+            "--quick",
+            "--workdir",
+            str(tmp_path),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["rate"]["run"]["tasks_created"] == 60  # 20 rows x 3 aspects
+    assert report["rate"]["run"]["by_status"] == {"succeeded": 60}
+    assert [r["tasks_created"] for r in report["rss"]["runs"]] == [30, 300]
+    assert report["estimate"]["tasks"] == 800  # 200 rows x 4 variants

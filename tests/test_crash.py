@@ -1,5 +1,6 @@
 """Proof of exactly-once: SIGKILL a run at many random moments, re-run until done, then compare
-with an uninterrupted run and with the simulator's ledger."""
+with an uninterrupted run and with the simulator's ledger; per row, and per (row, variant) task
+for a job with variants."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from jobkit import SAMPLE, cli, cli_env, product_rows, read_output, simple_job
 
 from batchgen.sim import SimConfig, SimThread
@@ -41,20 +43,30 @@ def faulty() -> SimConfig:
     )
 
 
-def make_job(folder: Path) -> Path:
+VARIANTS = ("1:1", "16:9")  # the variant test: ROWS // 2 rows of two aspects each
+
+
+def make_job(folder: Path, variants: bool = False) -> Path:
     folder.mkdir()
     shutil.copytree(SAMPLE / "photos", folder / "photos")
-    rows = product_rows(ROWS)
+    rows = product_rows(ROWS // len(VARIANTS) if variants else ROWS)
     photos = ["photos/mug.png", "photos/sneaker.jpg", "photos/lamp.png", "photos/backpack.jpg"]
     for i, row in enumerate(rows):
         row["photo"] = photos[i % 4] if i % 3 == 0 else ""
-    return simple_job(folder, rows, max_tasks_in_flight=64, max_requests_in_flight=16)
+    job = simple_job(folder, rows, max_tasks_in_flight=64, max_requests_in_flight=16)
+    if variants:
+        with job.open("a", encoding="utf-8") as fh:
+            fh.write(f"[variants]\naspect = {list(VARIANTS)!r}\n".replace("'", '"'))
+    return job
 
 
-def test_killed_at_random_moments_then_completed_equals_uninterrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("variants", [False, True], ids=["rows", "variants"])
+def test_killed_at_random_moments_then_completed_equals_uninterrupted(
+    tmp_path: Path, variants: bool
+) -> None:
     rng = random.Random(20261122)
-    crashed_job = make_job(tmp_path / "crashed")
-    clean_job = make_job(tmp_path / "clean")
+    crashed_job = make_job(tmp_path / "crashed", variants)
+    clean_job = make_job(tmp_path / "clean", variants)
 
     with SimThread(faulty()) as srv:
         kills = 0
@@ -91,12 +103,19 @@ def test_killed_at_random_moments_then_completed_equals_uninterrupted(tmp_path: 
 
     crashed_out = read_output(tmp_path / "crashed" / "out" / "results.csv")
     clean_out = read_output(tmp_path / "clean" / "out" / "results.csv")
-    assert len(crashed_out) == ROWS
+    assert len(crashed_out) == ROWS  # tasks: rows, or rows x variants
     assert (crashed_out["status"] == "succeeded").all()
-    assert crashed_out[COMPARED].equals(clean_out[COMPARED])
+    compared = [*COMPARED, "variant"] if variants else COMPARED
+    assert crashed_out[compared].equals(clean_out[compared])
 
-    # Exactly one task per row, one charge per succeeded row, and no task without a row.
-    keys = set(crashed_out["id"])
+    # Exactly one task per task key (row, variant), one charge per succeeded task, and no task
+    # without one.
+    if variants:
+        assert sorted(set(crashed_out["variant"])) == sorted(VARIANTS)
+        keys = {f"{k}#{v}" for k, v in zip(crashed_out["id"], crashed_out["variant"], strict=True)}
+    else:
+        keys = set(crashed_out["id"])
+    assert len(keys) == ROWS
     assert ledger["tasks_created"] == ROWS
     assert ledger["tasks_without_key"] == 0
     assert set(ledger["tasks_by_client_request_id"]) == keys

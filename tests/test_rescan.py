@@ -57,6 +57,9 @@ NOT_MAPPING = {
     "log_format": "display",
     "status_interval": "display",
     "sources": "where each value came from",
+    "variants": "each variant's definition is in its task's digest (Planner.task_digest)",
+    "variants_by_model": "each variant's definition is in its task's digest",
+    "download_name": "the name template is in each task's digest when set",
 }
 
 

@@ -352,6 +352,7 @@ class Catalog:
         self._models: dict[str, ModelSpec] = {m.id: m for m in models}
         self._payload = payload
         self._digest: str | None = None
+        self._aspects: dict[str, dict[str, tuple[str, str]]] = {}
         self.origin = origin or CatalogOrigin(SHIPPED)
 
     @classmethod
@@ -595,6 +596,44 @@ class Catalog:
         """The reference rules alone (count, kind, MIME, size, decoding) of a known model."""
         model = self._models.get(model_id)
         return _check_references(model, references) if model is not None else []
+
+    def aspects(self, model_id: str) -> dict[str, tuple[str, str]]:
+        """Portable aspect (``"16:9"``) -> (param key, the model's own option), for a model.
+
+        From the entry's ``aspects`` data (``{"param": ..., "options": {aspect: option}}``) when
+        the catalog has it; otherwise derived from the options of its size or aspect param
+        (the param's default wins when two options have one aspect). Empty when the model has
+        no such param.
+        """
+        found = self._aspects.get(model_id)
+        if found is None:
+            found = self._aspects[model_id] = self._find_aspects(model_id)
+        return found
+
+    def _find_aspects(self, model_id: str) -> dict[str, tuple[str, str]]:
+        model = self._models.get(model_id)
+        if model is None:
+            return {}
+        data = model.raw.get("aspects")
+        if isinstance(data, Mapping) and isinstance(data.get("options"), Mapping):
+            param = str(data.get("param") or "")
+            if param in model.params:
+                return {
+                    str(a): (param, str(o))
+                    for a, o in data["options"].items()
+                    if isinstance(o, str) and o in (model.params[param].options or (o,))
+                }
+        for key in _ASPECT_KEYS:
+            spec = model.params.get(key)
+            if spec is None or not spec.options:
+                continue
+            found: dict[str, tuple[str, str]] = {}
+            for option in spec.options:
+                aspect = aspect_of(option)
+                if aspect is not None and (aspect not in found or option == spec.default):
+                    found[aspect] = (key, option)
+            return found
+        return {}
 
     def cost(self, model_id: str, params: Mapping[str, Any]) -> int:
         """Credits reserved on create (FIXED billing: the model's base credits)."""

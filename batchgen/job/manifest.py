@@ -42,6 +42,7 @@ from batchgen.job.textfile import (
     sniff_delimiter,
     suggest_encoding,
 )
+from batchgen.job.variants import VariantMatrix
 
 if TYPE_CHECKING:
     from batchgen.job.settings import Settings
@@ -80,6 +81,7 @@ class RowSpec:
     reference: str | None
     passthrough: dict[str, Any]
     problems: list[Violation] = field(default_factory=list)
+    aspect: str | None = None  # portable aspect ("16:9"): a column or generation.params.aspect
 
 
 class RawRow:
@@ -330,6 +332,13 @@ class Manifest:
         wanted += list(s.passthrough) + list(self._param_columns.values())
         if self.template is not None:
             wanted += list(self.template.columns)
+        for where, text in VariantMatrix.of(s).styles().items():
+            wanted += list(parse_template(text, where).columns)
+        if s.download_name is not None:
+            from batchgen.job.names import parse_download_name
+
+            wanted += list(parse_download_name(s.download_name, "").fields)
+        wanted.append(self._param_columns.get("aspect"))
         present = set(self.columns)
         return [c for c in dict.fromkeys(wanted) if c is not None and c in present]
 
@@ -371,6 +380,11 @@ class Manifest:
         reference = None
         if s.reference_column is not None:
             reference = cells.get(s.reference_column, "").strip() or None
+        aspect_column = self._param_columns.get("aspect")
+        aspect = cells.get(aspect_column, "").strip() if aspect_column else ""
+        if not aspect and model is not None:
+            aspect = str(s.params_by_model.get(model, {}).get("aspect", "")).strip()
+        aspect = aspect or str(s.params.get("aspect", "")).strip()
         return RowSpec(
             index=index,
             row_number=index + 1,
@@ -381,6 +395,7 @@ class Manifest:
             reference=reference,
             passthrough={c: cells.get(c, "") for c in s.passthrough},
             problems=problems,
+            aspect=aspect or None,
         )
 
     def _params(self, model: str, cells: Mapping[str, str]) -> dict[str, Any]:
@@ -432,6 +447,7 @@ def _param_columns(settings: Settings, catalog: Catalog, present: set[str]) -> d
         spec = catalog.get(model_id)
         if spec is not None:
             keys.update(spec.params)
+    keys.add("aspect")  # portable aspect, mapped to each model's own option
     out = {key: key for key in keys if key in present}
     out.update(settings.param_columns)
     return out
@@ -472,6 +488,10 @@ def _check_columns(settings: Settings, path: Path, columns: Sequence[str]) -> No
                     f"{path}; {settings.where('template')}",
                     f"{hint}columns are: {listing}",
                 )
+    elif (settings.variants or {}).get("styles") and all(
+        t.get("styles", True) for t in (settings.variants_by_model or {}).values()
+    ):
+        pass  # every task's prompt comes from a style
     elif settings.prompt_column is None or settings.prompt_column not in present:
         raise missing(
             settings.prompt_column or "prompt",
@@ -489,6 +509,32 @@ def _check_columns(settings: Settings, path: Path, columns: Sequence[str]) -> No
     for key, column in settings.param_columns.items():
         if column not in present:
             raise missing(column, f"param {key!r}", "param_columns")
+    matrix = VariantMatrix.of(settings)
+    shown = str(settings.job_file) if settings.job_file else "job file"
+    for where, text in matrix.styles().items():
+        for column in parse_template(text, where).columns:
+            if column not in present:
+                close = _closest(column, columns)
+                hint = f"did you mean {{{close}}}? " if close else ""
+                raise UsageError(
+                    f"style placeholder {{{column}}} is not a manifest column",
+                    f"{path}; {shown}: {where}",
+                    f"{hint}columns are: {listing}",
+                )
+    if settings.download_name is not None:
+        from batchgen.job.names import parse_download_name
+
+        name = parse_download_name(settings.download_name, settings.where("download_name"))
+        known = {"key", "variant", "ext", *matrix.axes()}
+        for column in name.fields:
+            if column not in known and column not in present:
+                raise UsageError(
+                    f"download name placeholder {{{column}}} is not a manifest column"
+                    " or a variant axis",
+                    f"{path}; {settings.where('download_name')}",
+                    f"use {{key}}, {{variant}}, {{ext}}, an axis ({', '.join(matrix.axes()) or 'none'})"
+                    f" or a column: {listing}",
+                )
 
 
 # --------------------------------------------------------------------------- CSV

@@ -80,9 +80,12 @@ class Settings:
     template: str | None
     params: Mapping[str, Any]
     params_by_model: Mapping[str, Mapping[str, Any]]
+    variants: Mapping[str, Any] | None
+    variants_by_model: Mapping[str, Mapping[str, Any]] | None
     output: Path
     journal: Path
     download_dir: Path | None
+    download_name: str | None
     max_tasks_in_flight: int
     max_requests_in_flight: int
     upload_concurrency: int
@@ -134,7 +137,9 @@ _MAY_BE_ZERO = ("catalog_max_age",)
 _RANGES = ("poll_first", "poll_interval")
 _BOOLS = ("allow_partial", "retry_failed", "dry_run", "simulate", "quiet")
 _PATHS = ("manifest", "output", "journal", "download_dir", "catalog", "cache_dir")
-_OPTIONAL_STRS = ("model_column", "reference_column", "model", "template", "prompt_column")
+_OPTIONAL_STRS = (
+    "model_column", "reference_column", "model", "template", "prompt_column", "download_name",
+)  # fmt: skip
 _STRS = ("job_id", "manifest_format", "id_column", "base_url", "progress", "log_format")
 _CHOICES = {
     "manifest_format": MANIFEST_FORMATS,
@@ -147,7 +152,7 @@ _FIELD_NAMES = (
     *_INT_MIN, *_FLOATS, *_RANGES, *_BOOLS, *_PATHS, *_OPTIONAL_STRS, *_STRS, *_MAPPINGS,
     *_TEXT_FORMAT, "passthrough",
 )  # fmt: skip
-_FLAG_NAMES = frozenset({*_FIELD_NAMES, "api_key", "api_key_file"})
+_FLAG_NAMES = frozenset({*_FIELD_NAMES, "api_key", "api_key_file", "variants"})
 
 
 def resolve_settings(
@@ -296,13 +301,20 @@ def resolve_settings(
         sources.update(_mapping_where(flags, job, name, job_file))
 
     api_key, api_key_source = _resolve_api_key(flags, environ, job, str(job_file), cwd, job_dir)
+    variants, variants_by_model = _resolve_variants(
+        flags, environ, job, str(job_file), catalog if check_models else None, model
+    )
+    if out["download_name"] is not None:
+        from batchgen.job.names import parse_download_name
+
+        parse_download_name(out["download_name"], sources["download_name"])
 
     out.update(
         job_file=job_path, manifest=manifest, output=output, journal=journal, model=model,
         download_dir=paths["download_dir"], base_url=base_url, params=params,
         catalog=paths["catalog"], cache_dir=paths["cache_dir"] or default_cache_dir(),
         params_by_model=params_by_model, param_columns=param_columns, api_key=api_key,
-        api_key_source=api_key_source,
+        api_key_source=api_key_source, variants=variants, variants_by_model=variants_by_model,
     )  # fmt: skip
     return Settings(**out, sources=sources)
 
@@ -339,6 +351,9 @@ def _load_job_file(path: Path, shown: str) -> dict[str, tuple[Any, str]]:
     except UnicodeDecodeError:
         raise UsageError("job file is not UTF-8 text", shown, "save it as UTF-8") from None
     flat: dict[str, tuple[Any, str]] = {}
+    for section in ("variants", "variants_by_model"):  # tables checked by job.variants
+        if section in data:
+            flat[section] = (data.pop(section), section)
     for section, table in data.items():
         if section not in JOB_KEYS:
             raise UsageError(
@@ -371,7 +386,10 @@ def _resolve_params(
     """Merge job-file and flag params (flags win key by key) and check them against the catalog
     (None: check only their shape)."""
     all_keys = (
-        sorted({key for mid in catalog.ids() for key in _model_params(catalog, mid)})
+        [
+            *sorted({key for mid in catalog.ids() for key in _model_params(catalog, mid)}),
+            "aspect",  # portable: mapped to each model's own size option
+        ]
         if catalog is not None
         else None
     )
@@ -409,7 +427,7 @@ def _resolve_params(
             merged = by_model.setdefault(model_id, {})
             merged.update(table(f"params_by_model.{model_id}", model_params, here))
             spec = catalog.get(model_id) if catalog is not None else None
-            known = sorted(spec.params) if spec is not None else []
+            known = [*sorted(spec.params), "aspect"] if spec is not None else []
             for key, value in merged.items():
                 if spec is not None and spec.params_known and key not in known:
                     raise UsageError(
@@ -434,6 +452,37 @@ def _resolve_params(
         if not isinstance(column, str) or not column.strip():
             raise UsageError(f"expected a column name, got {column!r}", where, "quote it")
     return params, by_model, columns
+
+
+def _resolve_variants(
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str],
+    job: Mapping[str, tuple[Any, str]],
+    shown: str,
+    catalog: Catalog | None,
+    model: str | None,
+) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]] | None]:
+    """The variant matrix: job file, then ``--variant`` (or ``BATCHGEN_VARIANT``) axis by axis."""
+    from batchgen.job.variants import parse_flag_items, resolve_variants
+
+    items = list(flags.get("variants") or ())
+    where = "--variant"
+    if not items and environ.get("BATCHGEN_VARIANT", "").strip():
+        items = [i for i in environ["BATCHGEN_VARIANT"].split(";") if i.strip()]
+        where = "BATCHGEN_VARIANT"
+    table = job.get("variants", (None,))[0]
+    by_model = job.get("variants_by_model", (None,))[0]
+    if table is None and by_model is None and not items:
+        return None, None
+    return resolve_variants(
+        table,
+        by_model,
+        parse_flag_items(items, where),
+        shown=shown,
+        flag_where=where,
+        catalog=catalog,
+        default_model=model,
+    )
 
 
 def _model_params(catalog: Catalog, model_id: str) -> Mapping[str, Any]:

@@ -87,9 +87,12 @@ model                  | +      | + | generation.model          | none | Default
 template               | +      | + | generation.template       | none | Prompt template with {column} placeholders ({{ and }} for braces).
 params                 | --param KEY=VALUE | - | generation.params | none | Default params for every row whose model has the key.
 params_by_model        | -      | - | generation.params_by_model.<model> | none | Default params for one model (override generation.params).
+variants               | --variant KEY=V1,V2 | BATCHGEN_VARIANT | variants.<axis> | none | Variant matrix: each row becomes one task per combination of styles, param values and candidates (flag: replaces one axis; style=NAME,... keeps those styles; env: KEY=V1,V2;KEY2=...).
+variants_by_model      | -      | - | variants_by_model.<model> | none | Variant axes of one model (override variants).
 output                 | +      | + | output.path               | out/<job id>/results.csv | Results table (.csv or .parquet).
 journal                | +      | + | output.journal            | <output dir>/<job id>.journal.sqlite | SQLite journal (the run's state).
 download_dir           | +      | + | output.download_dir       | none | Download result images into this folder.
+download_name          | +      | + | output.download_name      | none | File name template of downloads over the row's columns, {key}, {variant}, the variant axes and {ext} (none: {key}/{variant}.{ext} with variants, else <key>-<hash>.<ext>).
 max_tasks_in_flight    | +      | + | run.max_tasks_in_flight   | * | Tasks submitted and not yet finished, at most.
 max_requests_in_flight | +      | + | run.max_requests_in_flight | * | HTTP requests at once, at most.
 upload_concurrency     | +      | + | run.upload_concurrency    | * | Reference uploads at once, at most.
@@ -147,7 +150,7 @@ DOC_BY_FIELD = {d.field: d for d in SETTINGS_DOC}
 # Job-file layout: section -> key -> Settings field ("api_key_file" is not a field).
 JOB_KEYS: dict[str, dict[str, str]] = {}
 for _d in SETTINGS_DOC:
-    if _d.job_key and not _d.job_key.endswith("<model>"):
+    if _d.job_key and not _d.job_key.endswith(("<model>", "<axis>")):
         _section, _key = _d.job_key.split(".", 1)
         JOB_KEYS.setdefault(_section, {})[_key] = _d.field
 JOB_KEYS["generation"]["params_by_model"] = "params_by_model"

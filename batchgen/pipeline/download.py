@@ -150,9 +150,21 @@ class Saved:
     fmt: str
 
 
-def _save(folder: Path, key: str, data: bytes, declared: str | None) -> Saved:
+def _save(
+    folder: Path, key: str, data: bytes, declared: str | None, name: str | None = None
+) -> Saved:
+    """Check and write one result: named by the task's ``download_name`` (a relative path from
+    ``output.download_name``, already made safe) or, without one, by :func:`safe_name`."""
     fmt = check_image(data, declared)
-    path = write_atomic(folder, safe_name(key, FORMATS[fmt][1]), data)
+    ext = FORMATS[fmt][1]
+    if name:
+        from batchgen.job.names import finish
+
+        relative = Path(finish(name, ext))
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        path = write_atomic((folder / relative).parent, relative.name, data)
+    else:
+        path = write_atomic(folder, safe_name(key, ext), data)
     return Saved(path, len(data), hashlib.sha256(data).hexdigest(), fmt)
 
 
@@ -191,9 +203,9 @@ class Downloader:
         self.downloaded = 0
         self.failed = 0
         self.bytes = 0
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[J.TaskRef | None] = asyncio.Queue()
         self._room = asyncio.Event()
-        self._active: set[str] = set()
+        self._active: set[J.TaskRef] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._feeders: list[asyncio.Task[None]] = []
 
@@ -205,8 +217,9 @@ class Downloader:
             self._workers = [asyncio.create_task(self._work()) for _ in range(self.concurrency)]
 
     def enqueue(self, fields: Mapping[str, Any]) -> None:
-        """Queue one succeeded row (``fields["key"]``); the engine's ``on_success`` hook."""
-        self._queue.put_nowait(str(fields["key"]))
+        """Queue one succeeded task (``fields["key"]``, ``fields["variant"]``); the engine's
+        ``on_success`` hook."""
+        self._queue.put_nowait((str(fields["key"]), str(fields.get("variant") or "")))
 
     def feed(self, rows: Iterable[Mapping[str, Any] | sqlite3.Row]) -> None:
         """Queue the rows among ``rows`` that :func:`needs_download`, read lazily, a few at a
@@ -246,7 +259,7 @@ class Downloader:
             while self._queue.qsize() >= high:
                 self._room.clear()
                 await self._room.wait()
-            self._queue.put_nowait(str(row["key"]))
+            self._queue.put_nowait((str(row["key"]), _variant(row)))
 
     async def _work(self) -> None:
         while True:
@@ -260,10 +273,12 @@ class Downloader:
             finally:
                 self._active.discard(key)
 
-    async def _one(self, key: str) -> None:
-        row = self.journal.get_row(key)
+    async def _one(self, task: J.TaskRef) -> None:
+        row = self.journal.get_row(task)
         if row is None or not needs_download(row):
             return
+        key = task[0]
+        name = row["download_name"]
         task_id, url = row["task_id"], row["primary_url"]
         params = json.loads(row["params"] or "{}")
         error = "not attempted"
@@ -273,13 +288,13 @@ class Downloader:
                 async with asyncio.timeout(self.timeout):
                     data, ctype = await self.client.fetch(url, max_bytes=self.max_bytes)
                 saved = await asyncio.to_thread(
-                    _save, self.folder, key, data, declared_format(ctype, params, url)
+                    _save, self.folder, key, data, declared_format(ctype, params, url), name
                 )
             except (BatchgenError, TimeoutError, OSError) as exc:
                 error = _describe(exc, self.timeout)
                 if isinstance(exc, ApiError) and exc.status in EXPIRED_STATUSES and not refreshed:
                     refreshed = True
-                    fresh = await self._fresh_url(key, task_id, url)
+                    fresh = await self._fresh_url(task, task_id, url)
                     if fresh is not None:
                         url = fresh
                         continue
@@ -290,7 +305,7 @@ class Downloader:
                     )
                 continue
             self.journal.update_row(
-                key,
+                task,
                 download_path=str(saved.path),
                 download_bytes=saved.size,
                 download_sha256=saved.sha256,
@@ -302,7 +317,7 @@ class Downloader:
             self.emit("downloaded", key=key, path=str(saved.path), bytes=saved.size)
             return
         self.journal.update_row(
-            key,
+            task,
             download_path=None,
             download_bytes=None,
             download_sha256=None,
@@ -312,7 +327,7 @@ class Downloader:
         self.failed += 1
         self.emit("download_failed", key=key, task_id=task_id, message=error)
 
-    async def _fresh_url(self, key: str, task_id: str | None, url: str) -> str | None:
+    async def _fresh_url(self, key: J.TaskRef, task_id: str | None, url: str) -> str | None:
         """Poll the task for a new result URL (signed URLs expire); commit it when it changed."""
         if not task_id:
             return None
@@ -323,6 +338,13 @@ class Downloader:
                 self.journal.update_row(key, primary_url=task.primary_url, urls=json.dumps(urls))
                 return task.primary_url
         return None
+
+
+def _variant(row: Mapping[str, Any] | sqlite3.Row) -> str:
+    try:
+        return str(row["variant"] or "")
+    except (KeyError, IndexError):
+        return ""
 
 
 def _describe(exc: BaseException, timeout: float) -> str:

@@ -29,7 +29,7 @@ from batchgen.errors import (
     TransportError,
 )
 from batchgen.pipeline.inflight import CreditGovernor, InFlight
-from batchgen.pipeline.plan import canonical_json, idempotency_key, request_body
+from batchgen.pipeline.plan import canonical_json, idempotency_key, request_body, variant_of
 from batchgen.pipeline.prices import PriceBook
 from batchgen.pipeline.runstate import (
     STOP_AUTH,
@@ -62,11 +62,11 @@ class Committer:
 
     def __init__(self, journal: J.Journal) -> None:
         self.journal = journal
-        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._pending: list[tuple[J.TaskRef, dict[str, Any]]] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._scheduled = False
 
-    def commit(self, key: str, fields: dict[str, Any]) -> asyncio.Future[None]:
+    def commit(self, key: J.TaskRef, fields: dict[str, Any]) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._pending.append((key, fields))
@@ -182,7 +182,12 @@ class Engine:
                 # What the server reserved for the task, when it said (the catalog's guess else).
                 held = int(row["reserved_credits"] or row["cost"])
                 self.inflight.resume(
-                    row["task_id"], row["key"], row["model"], held, now, now + self.task_timeout
+                    row["task_id"],
+                    (row["key"], variant_of(row)),
+                    row["model"],
+                    held,
+                    now,
+                    now + self.task_timeout,
                 )
                 self.scheduler.add(row["task_id"], row["model"], now, due=now)
                 self._wake.set()
@@ -198,16 +203,17 @@ class Engine:
                 if admitted is None:
                     break
                 if not admitted:
-                    message = "--max-credits would be exceeded by this row"
+                    message = "--max-credits would be exceeded by this task"
+                    ref = (row["key"], variant_of(row))
                     self.journal.update_row(
-                        row["key"],
+                        ref,
                         state=J.BLOCKED,
                         error_code=STOP_BUDGET,
                         error_field=None,
                         error_message=message,
                         request_id=None,
                     )
-                    self.emit("blocked", key=row["key"], error_code=STOP_BUDGET)
+                    self.emit("blocked", **_who(ref), error_code=STOP_BUDGET)
                     self.drain(STOP_BUDGET)
                     break
                 self._spawn(self._submit(dict(row), cost))
@@ -248,7 +254,7 @@ class Engine:
             self.prices.release(model)
 
     async def _submit(self, row: dict[str, Any], cost: int) -> None:
-        key = row["key"]
+        key = (row["key"], variant_of(row))
         created = False
         answered: Task | None = None
         try:
@@ -256,7 +262,9 @@ class Engine:
                 return
             items = await self.uploader.items_for(row)
             body = request_body(row, items)
-            ikey = idempotency_key(self.job_id, key, int(row["epoch"]), canonical_json(body))
+            ikey = idempotency_key(
+                self.job_id, key[0], int(row["epoch"]), canonical_json(body), key[1]
+            )
             if not self.state.submitting:
                 return
             task = await self.client.create_generation(body, idempotency_key=ikey)
@@ -296,7 +304,7 @@ class Engine:
                     "request_id": None,
                 },
             )
-            self.emit("submitted", key=key, task_id=task.id)
+            self.emit("submitted", **_who(key), task_id=task.id)
             if task.reserved_credits > 0 and task.reserved_credits != cost:
                 # The service is the truth for money: hold the cap with its figure.
                 self.inflight.reprice(cost, task.reserved_credits)
@@ -316,7 +324,7 @@ class Engine:
 
     def _fail(
         self,
-        key: str,
+        key: J.TaskRef,
         code: str,
         message: str,
         *,
@@ -332,27 +340,24 @@ class Engine:
             request_id=request_id,
             finished_at=J.now_iso(),
         )
-        self.emit("failed", key=key, error_code=code, request_id=request_id, message=message)
+        self.emit("failed", **_who(key), error_code=code, request_id=request_id, message=message)
 
     def _invalid(self, row: Mapping[str, Any], exc: RowFailure) -> None:
         """A row found invalid only when submitted (its URL reference): never sent, reported
         on a line of its own with its row number, like the rows the scan found invalid."""
+        task = (row["key"], variant_of(row))
         self.journal.update_row(
-            row["key"],
+            task,
             state=J.INVALID,
             error_code=exc.code,
             error_field=exc.field,
             error_message=exc.message,
             request_id=None,
         )
-        self.emit(
-            "invalid",
-            key=row["key"],
-            error_code=exc.code,
-            message=f"row {row['row_number']}: {exc.message}",
-        )
+        where = f"row {row['row_number']}" + (f", variant {task[1]}" if task[1] else "")
+        self.emit("invalid", **_who(task), error_code=exc.code, message=f"{where}: {exc.message}")
 
-    def _block(self, key: str, exc: ApiError) -> None:
+    def _block(self, key: J.TaskRef, exc: ApiError) -> None:
         self.journal.update_row(
             key,
             state=J.BLOCKED,
@@ -361,9 +366,9 @@ class Engine:
             error_message=exc.message,
             request_id=exc.request_id,
         )
-        self.emit("blocked", key=key, error_code=exc.code, request_id=exc.request_id)
+        self.emit("blocked", **_who(key), error_code=exc.code, request_id=exc.request_id)
 
-    def _unsent(self, key: str, exc: BatchgenError) -> None:
+    def _unsent(self, key: J.TaskRef, exc: BatchgenError) -> None:
         code = getattr(exc, "code", None) or "transport_error"
         self.journal.update_row(
             key,
@@ -373,7 +378,9 @@ class Engine:
             error_message=str(getattr(exc, "message", None) or exc),
             request_id=getattr(exc, "request_id", None),
         )
-        self.emit("unsent", key=key, error_code=code, request_id=getattr(exc, "request_id", None))
+        self.emit(
+            "unsent", **_who(key), error_code=code, request_id=getattr(exc, "request_id", None)
+        )
 
     # -- poll -----------------------------------------------------------------------------------
 
@@ -439,7 +446,7 @@ class Engine:
                 error_message=f"task {task_id} not finished after {self.task_timeout:g} s; "
                 "the next run polls it again",
             )
-            self.emit("timed_out", key=t.key, task_id=task_id)
+            self.emit("timed_out", **_who(t.key), task_id=task_id)
             self.inflight.give_up(task_id)  # its reservation stays: it may still be charged
             self._wake.set()
         else:
@@ -476,9 +483,11 @@ class Engine:
             await self.committer.commit(t.key, fields)
             self._observe(t.model, task, seconds)
             self._end(task.id, task.final_credits)
-            self.emit("succeeded", key=t.key, task_id=task.id, credits=task.final_credits)
+            self.emit("succeeded", **_who(t.key), task_id=task.id, credits=task.final_credits)
             if self.on_success is not None:
-                self.on_success({"key": t.key, "task_id": task.id, **fields})
+                self.on_success(
+                    {"key": t.key[0], "variant": t.key[1], "task_id": task.id, **fields}
+                )
             return
         code = task.error_code or "generation_failed"
         if code == "insufficient_credits":
@@ -494,7 +503,7 @@ class Engine:
             )
             self.drain(STOP_CREDITS, ApiError(task.error_message or code, status=200, code=code))
             self._end(task.id, task.final_credits)
-            self.emit("blocked", key=t.key, task_id=task.id, error_code=code)
+            self.emit("blocked", **_who(t.key), task_id=task.id, error_code=code)
             return
         await self.committer.commit(
             t.key,
@@ -510,4 +519,11 @@ class Engine:
         )
         self._observe(t.model, task, seconds)
         self._end(task.id, task.final_credits)
-        self.emit("failed", key=t.key, task_id=task.id, error_code=code, message=task.error_message)
+        self.emit(
+            "failed", **_who(t.key), task_id=task.id, error_code=code, message=task.error_message
+        )
+
+
+def _who(task: J.TaskRef) -> dict[str, str]:
+    """The event fields naming a task: its row key, and its variant when it has one."""
+    return {"key": task[0], "variant": task[1]} if task[1] else {"key": task[0]}

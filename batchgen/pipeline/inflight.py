@@ -20,7 +20,9 @@ class InFlightTask(PollState):
 
     __slots__ = ("cost", "deadline", "key", "model")
 
-    def __init__(self, key: str, model: str, cost: int, submitted: float, deadline: float) -> None:
+    def __init__(
+        self, key: tuple[str, str], model: str, cost: int, submitted: float, deadline: float
+    ) -> None:
         super().__init__(model, submitted)
         self.key = key
         self.model = model
@@ -82,7 +84,13 @@ class InFlight:
         self._changed()
 
     def add(
-        self, task_id: str, key: str, model: str, cost: int, submitted: float, deadline: float
+        self,
+        task_id: str,
+        key: tuple[str, str],
+        model: str,
+        cost: int,
+        submitted: float,
+        deadline: float,
     ) -> InFlightTask:
         """A task exists (created now, or resumed from the journal: then ``admitted=False``)."""
         task = InFlightTask(key, model, cost, submitted, deadline)
@@ -90,14 +98,26 @@ class InFlight:
         return task
 
     def created(
-        self, task_id: str, key: str, model: str, cost: int, submitted: float, deadline: float
+        self,
+        task_id: str,
+        key: tuple[str, str],
+        model: str,
+        cost: int,
+        submitted: float,
+        deadline: float,
     ) -> InFlightTask:
         """An admitted row's create came back with a task: the row becomes a task in flight."""
         self.admitted -= 1  # its cost stays reserved, now by the task
         return self.add(task_id, key, model, cost, submitted, deadline)
 
     def resume(
-        self, task_id: str, key: str, model: str, cost: int, submitted: float, deadline: float
+        self,
+        task_id: str,
+        key: tuple[str, str],
+        model: str,
+        cost: int,
+        submitted: float,
+        deadline: float,
     ) -> InFlightTask:
         """A task of an earlier run, polled again: it holds a slot and its cost."""
         self.credits += cost

@@ -23,7 +23,10 @@ from typing import TYPE_CHECKING, Any
 from batchgen.job.catalog import Catalog, ReferenceInfo, Violation
 from batchgen.job.filetypes import DECODABLE_IMAGES, image_problem, kind_of_mime, sniff_mime
 from batchgen.job.manifest import RawRow, RowSpec
+from batchgen.job.names import DEFAULT_VARIANT_NAME, NameTemplate, parse_download_name
 from batchgen.job.references import is_url, resolve_reference
+from batchgen.job.template import Template, parse_template
+from batchgen.job.variants import EMPTY, Variant, VariantMatrix, seed_for
 from batchgen.pipeline.remote import fetched_violations, size_cap
 from batchgen.store import journal as J
 from batchgen.store.keyset import KeySet
@@ -41,7 +44,7 @@ DUPLICATE = "duplicate"  # the key was already used by an earlier row of the man
 
 FINGERPRINT_VERSION = "2"
 # What the fast path of a re-run reads of a journal row (Planner.plan_batch).
-BRIEF_COLUMNS = "key, scan_digest, state, row_index, seen_run, epoch"
+BRIEF_COLUMNS = "key, variant, variant_index, scan_digest, state, row_index, seen_run, epoch"
 DIGEST_VERSION = "1"  # of the re-run digest (Planner.digest); a new one re-plans every row once
 HEAD_BYTES = 64
 
@@ -80,10 +83,25 @@ class RowPlan:
     epoch: int = 0
     digest: bytes | None = None
     fast: bool = False
+    variant: Variant = EMPTY
+    # The task's own prompt and params (a style or a variant's params change the row's).
+    prompt: str | None = None
+    params: dict[str, Any] | None = None
+    download_name: str | None = None
 
     @property
     def spec(self) -> RowSpec:
         return self.row.spec()
+
+    @property
+    def task(self) -> J.TaskRef:
+        return (self.row.key, self.variant.id)
+
+    @property
+    def where(self) -> str:
+        """``row N`` or ``row N, variant V``: where a message about this task points."""
+        n = self.row.row_number
+        return f"row {n}, variant {self.variant.id}" if self.variant.id else f"row {n}"
 
     @property
     def reason(self) -> str:
@@ -117,37 +135,54 @@ def _sha(text: str) -> str:
 
 
 def fingerprint(
-    model: str | None, prompt: str | None, params: Mapping[str, Any], ref_identity: str | None
+    model: str | None,
+    prompt: str | None,
+    params: Mapping[str, Any],
+    ref_identity: str | None,
+    variant: str = "",
 ) -> str:
-    """Content fingerprint: model, prompt, params and the reference's bytes (or URL).
+    """Content fingerprint: model, prompt, params, the reference's bytes (or URL) and the
+    variant id (only when there is one, so a job without variants keeps its fingerprints).
 
     Fields are joined by a separator that none of them can hold unescaped (the prompt, params and
     reference go in as JSON), which is cheaper than one JSON document per row on a re-run of a
     million rows.
     """
-    return _sha(
-        "\x1f".join(
-            (
-                FINGERPRINT_VERSION,
-                _CANONICAL.encode(model),
-                _CANONICAL.encode(prompt),
-                canonical_json(dict(params)),
-                _CANONICAL.encode(ref_identity),
-            )
-        )
-    )
+    fields = [
+        FINGERPRINT_VERSION,
+        _CANONICAL.encode(model),
+        _CANONICAL.encode(prompt),
+        canonical_json(dict(params)),
+        _CANONICAL.encode(ref_identity),
+    ]
+    if variant:
+        fields.append(_CANONICAL.encode(variant))
+    return _sha("\x1f".join(fields))
 
 
-def client_request_id(key: str) -> str:
-    """The caller's trace id, derived from the row key and kept within 128 characters."""
-    if len(key) <= 128 and key.isprintable():
-        return key
-    return key[:100].encode("ascii", "replace").decode() + "~" + _sha(key)[:24]
+def client_request_id(key: str, variant: str = "") -> str:
+    """The caller's trace id, derived from the task (row key, and ``#variant`` when there is
+    one) and kept within 128 characters."""
+    text = f"{key}#{variant}" if variant else key
+    if len(text) <= 128 and text.isprintable():
+        return text
+    return text[:100].encode("ascii", "replace").decode() + "~" + _sha(text)[:24]
 
 
-def idempotency_key(job_id: str, key: str, epoch: int, body_json: str) -> str:
-    """Deterministic Idempotency-Key: (job, row key, retry epoch, canonical body)."""
+def idempotency_key(job_id: str, key: str, epoch: int, body_json: str, variant: str = "") -> str:
+    """Deterministic Idempotency-Key: (job, row key, variant, retry epoch, canonical body); the
+    empty variant leaves the variant out, so a job without variants keeps its keys."""
+    if variant:
+        return "bg1-" + _sha("\0".join((job_id, key, variant, str(epoch), body_json)))
     return "bg1-" + _sha("\0".join((job_id, key, str(epoch), body_json)))
+
+
+def variant_of(row: Mapping[str, Any]) -> str:
+    """The variant id of a journal row (a dict or sqlite3.Row), ``""`` when it has none."""
+    try:
+        return str(row["variant"] or "")
+    except (KeyError, IndexError):
+        return ""
 
 
 def request_body(row: Mapping[str, Any], references: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -157,7 +192,7 @@ def request_body(row: Mapping[str, Any], references: Sequence[Mapping[str, Any]]
         params["referenceMediaItems"] = [dict(r) for r in references]
     body: dict[str, Any] = {
         "model": row["model"],
-        "client_request_id": client_request_id(row["key"]),
+        "client_request_id": client_request_id(row["key"], variant_of(row)),
     }
     if row["prompt"] is not None:
         body["prompt"] = row["prompt"]
@@ -248,7 +283,11 @@ class ReferenceChecker:
 
 
 class Planner:
-    """Plans manifest rows batch by batch against the catalog and (optionally) a journal."""
+    """Plans manifest rows batch by batch against the catalog and (optionally) a journal.
+
+    Each row expands into its tasks, one per variant of its model (the empty variant alone for a
+    job without ``[variants]``); a plan is one task's decision.
+    """
 
     def __init__(
         self,
@@ -264,6 +303,10 @@ class Planner:
         remote: UrlChecker | None = None,
         id_column: str = "id",
         model_column: str | None = None,
+        job_id: str = "",
+        matrix: VariantMatrix | None = None,
+        download_name: str | None = None,
+        downloads: bool = True,
     ) -> None:
         self.catalog = catalog
         self.remote = remote  # fetches URL references (estimate); a run fetches when it submits
@@ -279,6 +322,17 @@ class Planner:
         self.model_column = model_column or "model"
         self.journal = journal
         self.retry_failed = retry_failed
+        self.job_id = job_id
+        self.matrix = matrix or VariantMatrix({}, {})
+        if download_name is None and not self.matrix.empty:
+            download_name = DEFAULT_VARIANT_NAME
+        # Names matter only to a job that downloads; they are checked (unique) when it does.
+        self.names: NameTemplate | None = (
+            parse_download_name(download_name, "output.download_name")
+            if download_name and downloads
+            else None
+        )
+        self._styles: dict[str, Template] = {}
         self.keys = KeySet()  # the keys of earlier batches, to find duplicates
         self._digest_base = None
         if context is not None and journal is not None:
@@ -313,57 +367,87 @@ class Planner:
             message = f"column '{column}': {message}"
         return Violation(column, v.rule, message)
 
+    def _variants(self, row: RawRow) -> tuple[Variant, ...]:
+        """The row's variants (its model's, when variants differ by model)."""
+        if not self.matrix.varies_by_model:
+            return self.matrix.for_model(None)
+        return self.matrix.for_model(row.spec().model)
+
+    def task_digest(self, digest: bytes | None, variant: Variant) -> bytes | None:
+        """A task's re-run digest: its row's, and (with variants or a download name) what the
+        variant and the name template change, so editing one style re-plans only its tasks."""
+        if digest is None or (not variant.id and self.names is None):
+            return digest
+        h = hashlib.blake2b(digest, digest_size=16)
+        h.update(variant.definition.encode("utf-8", "surrogatepass"))
+        if self.names is not None:
+            h.update(b"\x1e" + self.names.text.encode("utf-8", "surrogatepass"))
+        return h.digest()
+
     def plan_batch(self, rows: Sequence[RawRow]) -> list[RowPlan]:
-        """Plan a batch of rows (manifest order), with one journal query for all of them.
+        """Plan a batch of rows (manifest order, then variant order), with one journal query
+        for all of them.
 
         The fast path of a re-run: a row whose digest (its cells in this scan's context, and its
-        reference file's size, times and inode) equals the one recorded when its current
-        fingerprint was computed maps to that same fingerprint, so an earlier success is kept
-        (or, without ``--retry-failed``, an earlier failure) without mapping the row again.
+        reference file's size, times and inode) equals the one recorded for each of its tasks
+        when their current fingerprints were computed maps to those same fingerprints, so earlier
+        successes are kept (or, without ``--retry-failed``, earlier failures) without mapping the
+        row again.
         """
         journal = self.journal
         keys = [r.key for r in rows if r.key]
         earlier = set(keys) - self.keys.add_new(keys)
         taken = set(earlier)  # keys owned by an earlier row: grows in manifest order below
         if journal is None:
-            return self._fetched([self._plan(row, None, taken) for row in rows])
-        brief = journal.get_rows(keys, BRIEF_COLUMNS)
+            return self._fetched([p for row in rows for p in self._plan_row(row, {}, taken, None)])
+        brief: dict[str, dict[str, Any]] = {}
+        for (key, vid), r in journal.get_tasks(keys, BRIEF_COLUMNS).items():
+            brief.setdefault(key, {})[vid] = r
         # First pass: the digest of every row, and which rows the fast path decides. Only the
         # first row of a key can be kept; a later one is a duplicate, found by _plan in order.
         claimed: set[str] = set()
-        decided: list[tuple[RawRow, bytes | None, bool]] = []
+        decided: list[tuple[RawRow, bytes | None, tuple[Variant, ...] | None]] = []
         wide: list[str] = []
         for row in rows:
             key = row.key
             digest = self.digest(row)
-            prev = brief.get(key) if key else None
-            fast = False
-            if prev is not None:
-                if (
-                    digest is not None
-                    and prev["scan_digest"] == digest
-                    and key not in claimed
-                    and key not in earlier
-                ):
-                    state = prev["state"]
-                    fast = state == J.SUCCEEDED or (state == J.FAILED and not self.retry_failed)
-                if not fast:
+            tasks = brief.get(key) if key else None
+            fast: tuple[Variant, ...] | None = None
+            if tasks:
+                if digest is not None and key not in claimed and key not in earlier:
+                    variants = self._variants(row)
+                    if all(self._keeps(tasks.get(v.id), digest, v) for v in variants):
+                        fast = variants
+                if fast is None:
                     wide.append(key)
             claimed.add(key)
             decided.append((row, digest, fast))
-        previous = journal.get_rows(wide) if wide else {}
+        previous: dict[str, dict[str, sqlite3.Row]] = {}
+        if wide:
+            for (key, vid), r in journal.get_tasks(wide).items():
+                previous.setdefault(key, {})[vid] = r
         plans = []
         for row, digest, fast in decided:
-            if fast:
-                prev = brief[row.key]
-                taken.add(row.key)
+            if fast is None:
+                plans.extend(self._plan_row(row, previous.get(row.key, {}), taken, digest))
+                continue
+            taken.add(row.key)
+            for variant in fast:
+                prev = brief[row.key][variant.id]
                 action = KEEP if prev["state"] == J.SUCCEEDED else KEEP_FAILED
-                plan = RowPlan(row, action, previous=prev, epoch=prev["epoch"], fast=True)
-            else:
-                plan = self._plan(row, previous.get(row.key) if row.key else None, taken)
-            plan.digest = digest
-            plans.append(plan)
+                plan = RowPlan(
+                    row, action, previous=prev, epoch=prev["epoch"], fast=True, variant=variant
+                )
+                plan.digest = self.task_digest(digest, variant)
+                plans.append(plan)
         return self._fetched(plans)
+
+    def _keeps(self, prev: sqlite3.Row | None, digest: bytes, variant: Variant) -> bool:
+        """True when the fast path keeps the task ``prev`` of ``variant`` as it is."""
+        if prev is None or prev["scan_digest"] != self.task_digest(digest, variant):
+            return False
+        state = prev["state"]
+        return bool(state == J.SUCCEEDED or (state == J.FAILED and not self.retry_failed))
 
     def _fetched(self, plans: list[RowPlan]) -> list[RowPlan]:
         """The plans, once the URL references of the rows to submit are fetched and judged
@@ -412,24 +496,33 @@ class Planner:
     def close(self) -> None:
         self.keys.close()
 
-    def _plan(self, row: RawRow, prev: sqlite3.Row | None, taken: set[str]) -> RowPlan:
+    def _plan_row(
+        self,
+        row: RawRow,
+        previous: Mapping[str, sqlite3.Row],
+        taken: set[str],
+        digest: bytes | None,
+    ) -> list[RowPlan]:
+        """The plans of one row's tasks; one plan for a row that owns no key."""
         if row.problems:  # the line could not be read: it has no cells, no key, no request
-            return RowPlan(row, INVALID, violations=list(row.problems))
+            return [RowPlan(row, INVALID, violations=list(row.problems))]
         spec = row.spec()
         if spec.key and spec.key in taken:
             column = self.id_column
-            return RowPlan(
-                row,
-                DUPLICATE,
-                violations=[
-                    Violation(
-                        column,
-                        "duplicate_key",
-                        f"column '{column}': key '{spec.key}' already used by an earlier row;"
-                        " keys must be unique",
-                    )
-                ],
-            )
+            return [
+                RowPlan(
+                    row,
+                    DUPLICATE,
+                    violations=[
+                        Violation(
+                            column,
+                            "duplicate_key",
+                            f"column '{column}': key '{spec.key}' already used by an earlier row;"
+                            " keys must be unique",
+                        )
+                    ],
+                )
+            ]
         if spec.key:
             taken.add(spec.key)
         violations = [self._located(v) for v in spec.problems]
@@ -438,13 +531,129 @@ class Planner:
             ref, problem = self.refs.check(spec.reference, self.reference_column)
             if problem is not None:
                 violations.append(problem)
+        if not spec.key:
+            return [RowPlan(row, INVALID, ref=ref, violations=violations)]
+        variants = self.matrix.for_model(spec.model)
+        cells: dict[str, str] | None = None
+        if self.names is not None or any(v.template for v in variants):
+            cells = dict(zip(row.names, row.values, strict=False))
+        plans = []
+        for variant in variants:
+            plan = self._plan(row, spec, ref, list(violations), variant, previous, cells)
+            plan.digest = self.task_digest(digest, variant)
+            plans.append(plan)
+        return plans
+
+    def _request(
+        self, spec: RowSpec, variant: Variant, cells: Mapping[str, str] | None
+    ) -> tuple[str | None, dict[str, Any], list[Violation]]:
+        """The task's prompt and params: the row's, changed by its variant's style, params,
+        aspect and candidate seed; and what is wrong with them before the catalog checks."""
+        prompt, params = spec.prompt, spec.params
+        problems: list[Violation] = []
+        if variant.template is not None and variant.style is not None:
+            template = self._styles.get(variant.template)
+            if template is None:
+                template = parse_template(variant.template, f"variants.styles.{variant.style}")
+                self._styles[variant.template] = template
+            cells = cells or {}
+            for column in template.columns:
+                if not cells.get(column, "").strip():
+                    problems.append(
+                        Violation(
+                            column,
+                            "blank",
+                            f"column '{column}': blank, but style '{variant.style}' uses it",
+                        )
+                    )
+            prompt = template.render(cells)
+        model = spec.model
+        if model is None or self.catalog.get(model) is None:
+            return prompt, params, problems
+        if variant.params or variant.aspect or spec.aspect or variant.candidate is not None:
+            params = dict(params)
+        if variant.params:
+            params.update(self.catalog.normalize_params(model, dict(variant.params)))
+        aspect = variant.aspect or spec.aspect
+        if aspect:
+            options = self.catalog.aspects(model)
+            hit = options.get(aspect)
+            if hit is None:
+                where = "variants.aspect" if variant.aspect else self.param_columns.get("aspect")
+                where = where or "generation.params.aspect"
+                problems.append(
+                    Violation(
+                        where,
+                        "aspect_unsupported",
+                        f"{where}: model {model!r} cannot make aspect {aspect}; its aspects are"
+                        f" {', '.join(options) or 'none (it has no size param)'}",
+                    )
+                )
+            else:
+                params[hit[0]] = hit[1]
+        spec_model = self.catalog.get(model)
+        if variant.candidate is not None and spec_model and "seed" in spec_model.params:
+            params["seed"] = seed_for(self.job_id, spec.key, variant.id, variant.candidate)
+        return prompt, params, problems
+
+    def _task_located(self, v: Violation, row: RawRow, variant: Variant) -> Violation:
+        """A catalog violation of a task: named after the variant's setting when the variant
+        gave the value (its style's prompt, its param), else as :meth:`_located` does."""
+        if variant.style is not None and v.field == "prompt":
+            where = f"variants.styles.{variant.style}"
+            _head, sep, rest = v.message.partition(": ")
+            return Violation(where, v.rule, f"{where}: {rest if sep else v.message}")
+        keys = {k for k, _ in variant.params}
+        if v.field.startswith("params.") and v.field.split(".", 1)[1] in keys:
+            where = f"variants.{v.field.split('.', 1)[1]}"
+            _head, sep, rest = v.message.partition(": ")
+            return Violation(where, v.rule, f"{where}: {rest if sep else v.message}")
+        return self._located(v, row)
+
+    def _name(
+        self,
+        spec: RowSpec,
+        variant: Variant,
+        cells: Mapping[str, str] | None,
+    ) -> str | None:
+        if self.names is None:
+            return None
+        values = dict(cells or {})
+        values.update(variant.axes)
+        values["key"] = spec.key
+        values["variant"] = variant.id or "default"
+        return self.names.render(values)
+
+    def _plan(
+        self,
+        row: RawRow,
+        spec: RowSpec,
+        ref: RefCheck | None,
+        violations: list[Violation],
+        variant: Variant,
+        previous: Mapping[str, sqlite3.Row],
+        cells: Mapping[str, str] | None,
+    ) -> RowPlan:
+        prev = previous.get(variant.id)
+        prompt, params, problems = self._request(spec, variant, cells)
+        violations.extend(problems)
+        name = self._name(spec, variant, cells)
         if prev is not None and prev["state"] == J.SUCCEEDED and not violations and spec.model:
             # Fast path of a re-run: the same content already succeeded, whatever the catalog
             # says today, so there is nothing to validate or price.
-            fp = fingerprint(spec.model, spec.prompt, spec.params, _identity(ref))
+            fp = fingerprint(spec.model, prompt, params, _identity(ref), variant.id)
             if fp == prev["fingerprint"]:
                 return RowPlan(
-                    row, KEEP, fingerprint=fp, ref=ref, previous=prev, epoch=prev["epoch"]
+                    row,
+                    KEEP,
+                    fingerprint=fp,
+                    ref=ref,
+                    previous=prev,
+                    epoch=prev["epoch"],
+                    variant=variant,
+                    prompt=prompt,
+                    params=params,
+                    download_name=name,
                 )
         # A blank key or model is among the row's own problems, named after its column.
         if spec.model and (not violations or self.catalog.get(spec.model) is not None):
@@ -461,7 +670,7 @@ class Planner:
                 )
             elif ref is not None:
                 refs.append(ReferenceInfo(kind="image", mime_type=None, size=0, name=ref.url))
-            found = self.catalog.validate(spec.model, spec.prompt, spec.params, refs)
+            found = self.catalog.validate(spec.model, prompt, params, refs)
             rules = {v.rule for v in found}
             for v in found:
                 if (
@@ -477,13 +686,26 @@ class Planner:
                     and ref.mime_type is None
                 ):
                     continue  # unrecognised content: the mime violation says it all
-                violations.append(self._located(v, row))
+                violations.append(self._task_located(v, row, variant))
+        plan = RowPlan(
+            row,
+            INVALID,
+            ref=ref,
+            violations=violations,
+            previous=prev,
+            variant=variant,
+            prompt=prompt,
+            params=params,
+            download_name=name,
+        )
         if violations:
-            return RowPlan(row, INVALID, ref=ref, violations=violations, previous=prev)
+            return plan
         assert spec.model is not None
-        cost = self.catalog.cost(spec.model, spec.params)
-        fp = fingerprint(spec.model, spec.prompt, spec.params, _identity(ref))
-        plan = RowPlan(row, SUBMIT, cost=cost, fingerprint=fp, ref=ref, previous=prev)
+        plan.action = SUBMIT
+        plan.cost = self.catalog.cost(spec.model, params)
+        if self.journal is None:
+            return plan  # nothing to compare with or to record: no fingerprint needed
+        plan.fingerprint = fp = fingerprint(spec.model, prompt, params, _identity(ref), variant.id)
         if prev is None:
             return plan
         plan.epoch = int(prev["epoch"])
@@ -512,51 +734,70 @@ def _identity(ref: RefCheck | None) -> str | None:
 def plan_to_row(plan: RowPlan, run_id: int) -> dict[str, Any]:
     """The journal row a plan writes (the scan's only write)."""
     prev = plan.previous
+    variant = plan.variant
+    ident = {"key": plan.row.key, "variant": variant.id}
     if plan.fast:
         assert prev is not None
-        if prev["row_index"] == plan.row.index:
-            return {"key": plan.row.key, "seen_run": run_id}  # the common re-run
+        if prev["row_index"] == plan.row.index and prev["variant_index"] == variant.index:
+            return {**ident, "seen_run": run_id}  # the common re-run
         return {
-            "key": plan.row.key,
+            **ident,
             "row_index": plan.row.index,
             "row_number": plan.row.row_number,
+            "variant_index": variant.index,
             "seen_run": run_id,
         }
     spec = plan.spec
     passthrough = canonical_json(spec.passthrough)
+    same_place = (
+        prev is not None
+        and prev["row_index"] == spec.index
+        and prev["variant_index"] == variant.index
+    )
     if (
         plan.action in (KEEP, KEEP_FAILED, RESUME)
         and prev is not None
-        and prev["row_index"] == spec.index
+        and same_place
         and prev["passthrough"] == passthrough
     ):
+        if prev["download_name"] != plan.download_name:
+            return {
+                **ident,
+                "seen_run": run_id,
+                "scan_digest": plan.digest,
+                "download_name": plan.download_name,
+            }
         if prev["scan_digest"] == plan.digest:
-            return {"key": spec.key, "seen_run": run_id}  # only mark it seen
-        return {"key": spec.key, "seen_run": run_id, "scan_digest": plan.digest}
+            return {**ident, "seen_run": run_id}  # only mark it seen
+        return {**ident, "seen_run": run_id, "scan_digest": plan.digest}
     if (
         plan.action == INVALID
         and prev is not None
         and prev["state"] == J.INVALID
         and plan.digest is not None
         and prev["scan_digest"] == plan.digest
-        and prev["row_index"] == spec.index
+        and same_place
         and prev["error_message"] == plan.reason
     ):
-        return {"key": spec.key, "seen_run": run_id}  # the same cells broke the same rules
+        return {**ident, "seen_run": run_id}  # the same cells broke the same rules
     base: dict[str, Any] = {
-        "key": spec.key,
+        **ident,
+        "variant_index": variant.index,
+        "axes": variant.axes_json if variant.id else "{}",
         "row_index": spec.index,
         "row_number": spec.row_number,
         "seen_run": run_id,
         "passthrough": passthrough,
         "scan_digest": plan.digest,
+        "download_name": plan.download_name,
     }
     if plan.action in (KEEP, KEEP_FAILED, RESUME):
         return base
+    params = plan.params if plan.params is not None else spec.params
     base.update(
         model=spec.model,
-        prompt=spec.prompt,
-        params=canonical_json(spec.params),
+        prompt=plan.prompt if plan.params is not None else spec.prompt,
+        params=canonical_json(params),
         reference=spec.reference,
         reference_sha256=plan.ref.sha256 if plan.ref else None,
         fingerprint=plan.fingerprint,

@@ -30,6 +30,7 @@ from batchgen.errors import (
 from batchgen.job.catalog import Catalog
 from batchgen.job.manifest import Manifest
 from batchgen.job.settings import Settings
+from batchgen.job.variants import VariantMatrix
 from batchgen.pipeline import plan as P
 from batchgen.pipeline.catalog_fetch import CatalogSource, load_catalog
 from batchgen.pipeline.engine import Engine
@@ -158,6 +159,7 @@ async def run_job(
                 id_column=settings.id_column,
                 passthrough=settings.passthrough,
                 current_run=run_id,
+                axes=VariantMatrix.of(settings).axes(),
             )
             summary = summarize(journal, run_id, scan, reporter, started, result.totals)
             summary["catalog"] = catalog.origin.as_dict(time.time())
@@ -458,4 +460,10 @@ def summarize(
         "errors": dict(sorted(totals.errors.items())),
         "wall_seconds": round(time.monotonic() - started, 2),
         **({"downloads": downloads} if downloads else {}),
+        # A job with variants counts tasks (``rows`` above); how many manifest rows they are:
+        **(
+            {"manifest_rows": scan.manifest_rows, "tasks": totals.rows}
+            if scan.manifest_rows != scan.rows
+            else {}
+        ),
     }

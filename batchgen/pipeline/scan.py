@@ -10,11 +10,14 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from batchgen.errors import UsageError
 from batchgen.job.catalog import Catalog
 from batchgen.job.manifest import Manifest
+from batchgen.job.names import finish
 from batchgen.job.settings import Settings
+from batchgen.job.variants import VariantMatrix
 from batchgen.pipeline import plan as P
 from batchgen.store import journal as J
 from batchgen.store.keyset import KeySet
@@ -34,6 +37,7 @@ class ScanResult:
     invalid_messages: list[str] = field(default_factory=list)
     retried: int = 0  # rows that failed before and are sent again (--retry-failed, or changed)
     retried_cost: int = 0
+    manifest_rows: int = 0  # rows read (a row has one task per variant)
     # The id the rows of this scan carry in the journal (``rows.seen_run``): the run's own id,
     # or the previous scan's when that costs fewer writes (see Journal.finish_scan).
     scan_id: int = 0
@@ -70,10 +74,16 @@ def scan_manifest(
     previous_scan = recorder.start_scan() if recorder is not None else None
     carried = 0
     distinct = KeySet()  # the references counted so far
-    with closing(planner), closing(distinct):
+    taken_names = KeySet()  # the download names given so far (two tasks, one name: an error)
+    names: list[tuple[str, P.RowPlan]] = []
+    with closing(planner), closing(distinct), closing(taken_names):
         for batch in manifest.iter_raw_batches():
             plans = planner.plan_batch(batch)
-            rows, extra, carried_keys, refs = [], [], [], []
+            result.manifest_rows += len(batch)
+            rows: list[dict[str, Any]] = []
+            extra: list[dict[str, Any]] = []
+            carried_keys: list[J.TaskRef] = []
+            refs: list[str] = []
             for plan in plans:
                 result.actions[plan.action] += 1
                 if plan.action == P.SUBMIT:
@@ -88,7 +98,7 @@ def scan_manifest(
                     plan.action in (P.INVALID, P.DUPLICATE)
                     and len(result.invalid_messages) < keep_invalid
                 ):
-                    result.invalid_messages.append(f"row {plan.spec.row_number}: {plan.reason}")
+                    result.invalid_messages.append(f"{plan.where}: {plan.reason}")
                 if recorder is None:
                     continue
                 if plan.action == P.DUPLICATE or (plan.action == P.INVALID and not plan.spec.key):
@@ -108,17 +118,21 @@ def scan_manifest(
                         }
                     )
                     continue
+                if plan.download_name is not None and plan.action != P.INVALID:
+                    names.append((plan.download_name, plan))
                 row = P.plan_to_row(plan, run_id)
                 if (
-                    len(row) == 2  # nothing to write but "seen"
+                    len(row) == 3  # nothing to write but "seen"
                     and previous_scan is not None
                     and plan.previous is not None
                     and plan.previous["seen_run"] == previous_scan
                 ):
-                    carried_keys.append(row["key"])
+                    carried_keys.append((row["key"], row["variant"]))
                 else:
                     rows.append(row)
             result.references += len(distinct.add_new(refs))
+            _check_names(names, taken_names, settings)
+            names.clear()
             if recorder is not None:
                 with recorder.transaction():
                     recorder.upsert_rows(rows)
@@ -131,6 +145,28 @@ def scan_manifest(
     if recorder is not None:
         result.scan_id = recorder.finish_scan(run_id, previous_scan, carried)
     return result
+
+
+def _check_names(names: list[tuple[str, P.RowPlan]], taken: KeySet, settings: Settings) -> None:
+    """Download names must be unique: two tasks with one name is a usage error, found before
+    anything is sent."""
+    if not names:
+        return
+    seen: set[str] = set()
+    clash = taken.present([n for n, _ in names])
+    for name, plan in names:
+        if name in clash or name in seen:
+            where = settings.where("download_name")
+            if settings.download_name is None:
+                where = "output.download_name (default {key}/{variant}.{ext})"
+            raise UsageError(
+                f"two tasks get one download name {finish(name, 'ext')!r}"
+                f" ({plan.where}, key {plan.row.key!r}, and an earlier one)",
+                where,
+                "put {key} and {variant} (or every variant axis) in the name template",
+            )
+        seen.add(name)
+    taken.add(sorted(seen))
 
 
 def make_planner(
@@ -156,4 +192,8 @@ def make_planner(
         retry_failed=settings.retry_failed,
         context=manifest.context() if fast else None,
         remote=remote,
+        job_id=settings.job_id,
+        matrix=VariantMatrix.of(settings),
+        download_name=settings.download_name,
+        downloads=settings.download_dir is not None,
     )

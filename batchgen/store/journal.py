@@ -6,9 +6,11 @@ in their own transaction and recorded in ``migrations``.
 
 Tables:
 
-- ``rows``: one per row key: content (model, prompt, params, reference), its fingerprint, the
+- ``rows``: one per task, keyed by (row key, variant id); a job without ``[variants]`` has one
+  task per row, of the empty variant ``''``. Each holds its content (model, prompt, params, reference), its fingerprint, the
   retry epoch that goes into its Idempotency-Key, state, task id, credits, result, error, timings,
-  download, and ``seen_run`` (the last scan that found the key in the manifest).
+  download, ``seen_run`` (the last scan that planned the task), its place in the row's variant
+  order (``variant_index``) and its variant's axis values (``axes``, JSON).
 - ``extra_rows``: manifest rows that cannot own a key (blank or duplicate key), per scan.
 - ``uploads``: the upload cache, sha256 of the bytes -> the service's file id and url.
 - ``runs``: one per invocation, with its outcome.
@@ -38,6 +40,15 @@ STATES = (PENDING, READY, SUBMITTED, SUCCEEDED, FAILED, INVALID, BLOCKED, TIMED_
 TERMINAL = frozenset({SUCCEEDED, FAILED, INVALID})
 IN_FLIGHT = frozenset({SUBMITTED, TIMED_OUT})
 TO_SUBMIT = frozenset({PENDING, READY, BLOCKED})
+
+
+TaskRef = tuple[str, str]
+"""A task's identity: (row key, variant id); the variant id is ``""`` for a job without variants."""
+
+
+def task_ref(task: TaskRef | str) -> TaskRef:
+    """``task`` as a (row key, variant id) pair: a bare row key is the empty variant's task."""
+    return (task, "") if isinstance(task, str) else (task[0], task[1])
 
 
 def now_iso() -> str:
@@ -140,6 +151,71 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX rows_by_finished ON rows (finished_at) WHERE duration_s IS NOT NULL;
         """,
     ),
+    (
+        "0005_tasks_by_variant",
+        """
+        CREATE TABLE rows_by_task (
+            key TEXT NOT NULL,
+            variant TEXT NOT NULL DEFAULT '',
+            variant_index INTEGER NOT NULL DEFAULT 0,
+            axes TEXT NOT NULL DEFAULT '{}',
+            row_index INTEGER NOT NULL,
+            row_number INTEGER NOT NULL,
+            seen_run INTEGER NOT NULL,
+            model TEXT,
+            prompt TEXT,
+            params TEXT NOT NULL DEFAULT '{}',
+            reference TEXT,
+            reference_sha256 TEXT,
+            passthrough TEXT NOT NULL DEFAULT '{}',
+            fingerprint TEXT,
+            epoch INTEGER NOT NULL DEFAULT 0,
+            cost INTEGER NOT NULL DEFAULT 0,
+            state TEXT NOT NULL,
+            task_id TEXT,
+            idempotency_key TEXT,
+            reserved_credits INTEGER NOT NULL DEFAULT 0,
+            final_credits INTEGER NOT NULL DEFAULT 0,
+            primary_url TEXT,
+            urls TEXT,
+            error_code TEXT,
+            error_field TEXT,
+            error_message TEXT,
+            request_id TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            submitted_at TEXT,
+            finished_at TEXT,
+            generated_run INTEGER,
+            updated_at TEXT NOT NULL,
+            download_path TEXT,
+            download_bytes INTEGER,
+            download_sha256 TEXT,
+            download_error TEXT,
+            duration_s REAL,
+            download_task_id TEXT,
+            scan_digest BLOB,
+            download_name TEXT,
+            PRIMARY KEY (key, variant)
+        );
+        INSERT INTO rows_by_task (key, row_index, row_number, seen_run, model, prompt, params,
+            reference, reference_sha256, passthrough, fingerprint, epoch, cost, state, task_id,
+            idempotency_key, reserved_credits, final_credits, primary_url, urls, error_code,
+            error_field, error_message, request_id, attempts, submitted_at, finished_at,
+            generated_run, updated_at, download_path, download_bytes, download_sha256,
+            download_error, duration_s, download_task_id, scan_digest)
+        SELECT key, row_index, row_number, seen_run, model, prompt, params,
+            reference, reference_sha256, passthrough, fingerprint, epoch, cost, state, task_id,
+            idempotency_key, reserved_credits, final_credits, primary_url, urls, error_code,
+            error_field, error_message, request_id, attempts, submitted_at, finished_at,
+            generated_run, updated_at, download_path, download_bytes, download_sha256,
+            download_error, duration_s, download_task_id, scan_digest FROM rows;
+        DROP TABLE rows;
+        ALTER TABLE rows_by_task RENAME TO rows;
+        CREATE INDEX rows_by_run_index ON rows (seen_run, row_index, variant_index);
+        CREATE INDEX rows_by_state ON rows (state);
+        CREATE INDEX rows_by_finished ON rows (finished_at) WHERE duration_s IS NOT NULL;
+        """,
+    ),
 ]
 
 
@@ -174,6 +250,22 @@ class ScanTotals:
         return sum(self.by_state.values())
 
 
+# Columns newer journals have, with what an older one (opened read-only) stands in for them.
+_NEWER_COLUMNS = {
+    "scan_digest": "NULL",
+    "variant": "''",
+    "variant_index": "0",
+    "axes": "'{}'",
+    "download_name": "NULL",
+}
+
+TASK_COLUMNS = (
+    "key, variant, variant_index, fingerprint, state, task_id, epoch, row_index, passthrough, "
+    "seen_run, error_message, scan_digest, download_name"
+)
+"""The columns planning reads of a task (:meth:`Journal.get_tasks`)."""
+
+
 class Journal:
     """A job's SQLite journal. Not thread-safe: one per process, used from one event loop."""
 
@@ -195,7 +287,7 @@ class Journal:
             self.migrate()
         # A read-only look at a journal of an older version lacks the newer columns.
         names = {r[1] for r in self.db.execute("PRAGMA table_info(rows)")}
-        self._digest_sql = "scan_digest" if "scan_digest" in names else "NULL AS scan_digest"
+        self._stand_ins = {c: f"{v} AS {c}" for c, v in _NEWER_COLUMNS.items() if c not in names}
 
     # -- schema ---------------------------------------------------------------------------------
 
@@ -275,13 +367,20 @@ class Journal:
     # -- rows -----------------------------------------------------------------------------------
 
     def get_rows(self, keys: Sequence[str], columns: str | None = None) -> dict[str, sqlite3.Row]:
-        """Existing rows by key, one query per call; by default the columns planning needs."""
-        if columns is None:
-            columns = "key, fingerprint, state, task_id, epoch, row_index, passthrough, seen_run, "
-            columns += "error_message, scan_digest"
-        columns = columns.replace("scan_digest", self._digest_sql)
+        """The empty variant's tasks of ``keys``, by row key (see :meth:`get_tasks`)."""
+        return {k: r for (k, v), r in self.get_tasks(keys, columns).items() if v == ""}
+
+    def get_tasks(
+        self, keys: Sequence[str], columns: str | None = None
+    ) -> dict[TaskRef, sqlite3.Row]:
+        """Every task of the row ``keys``, by (key, variant), one query per call; by default
+        the columns planning needs."""
+        names = [c.strip() for c in (columns or TASK_COLUMNS).split(",")]
+        if "variant" not in names and names != ["*"]:
+            names.append("variant")
+        columns = ", ".join(self._stand_ins.get(c, c) for c in names)
         sql = f"SELECT {columns} FROM rows WHERE key IN (SELECT value FROM json_each(?))"
-        return {r["key"]: r for r in self.db.execute(sql, (json.dumps(keys),))}
+        return {(r["key"], r["variant"]): r for r in self.db.execute(sql, (json.dumps(keys),))}
 
     # -- scans ----------------------------------------------------------------------------------
     #
@@ -291,15 +390,19 @@ class Journal:
 
     def start_scan(self) -> int | None:
         """Begin recording a scan; return the previous scan's id (None for the first)."""
-        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS carried (key TEXT NOT NULL)")
+        self.db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS carried (key TEXT NOT NULL, variant TEXT NOT NULL)"
+        )
         self.db.execute("DELETE FROM temp.carried")
         return self.last_scan_run()
 
-    def carry(self, keys: Sequence[str]) -> None:
-        """Rows found again by this scan that keep the previous scan's id for now."""
-        if keys:
+    def carry(self, tasks: Sequence[TaskRef]) -> None:
+        """Tasks found again by this scan that keep the previous scan's id for now."""
+        if tasks:
             self.db.execute(
-                "INSERT INTO temp.carried (key) SELECT value FROM json_each(?)", (json.dumps(keys),)
+                "INSERT INTO temp.carried (key, variant) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
+                "FROM json_each(?)",
+                (json.dumps(tasks),),
             )
 
     def finish_scan(self, run_id: int, previous_scan: int | None, carried: int) -> int:
@@ -331,30 +434,41 @@ class Journal:
                     scan_id = previous_scan
                 else:
                     db.execute(
-                        "UPDATE rows SET seen_run = ? WHERE key IN (SELECT key FROM temp.carried)",
+                        "UPDATE rows SET seen_run = ? "
+                        "WHERE (key, variant) IN (SELECT key, variant FROM temp.carried)",
                         (run_id,),
                     )
             self.db.execute("DELETE FROM temp.carried")
             self.set_meta("last_scan_run", str(scan_id))
         return scan_id
 
-    def get_row(self, key: str) -> sqlite3.Row | None:
-        return self.db.execute("SELECT * FROM rows WHERE key = ?", (key,)).fetchone()
+    def get_row(self, task: TaskRef | str) -> sqlite3.Row | None:
+        """One task (a bare row key: the empty variant's)."""
+        key, variant = task_ref(task)
+        return self.db.execute(
+            "SELECT * FROM rows WHERE key = ? AND variant = ?", (key, variant)
+        ).fetchone()
 
     def upsert_rows(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Insert or replace whole rows (one transaction for the batch)."""
+        """Insert or replace whole tasks, or update some fields of existing ones (one
+        transaction for the batch). A row without ``variant`` is the empty variant's task."""
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for r in rows:
+            if "variant" not in r:
+                r = {"key": r["key"], "variant": "", **r}
             groups.setdefault(tuple(r), []).append(r)
         stamp = now_iso()
         with self.transaction():
-            seen = groups.pop(("key", "seen_run"), [])
-            if seen:  # rows a re-scan only marks as seen: one statement for the whole batch
+            seen = groups.pop(("key", "variant", "seen_run"), [])
+            if seen:  # tasks a re-scan only marks as seen: one statement for the whole batch
                 for run_id in {r["seen_run"] for r in seen}:
-                    keys = json.dumps([r["key"] for r in seen if r["seen_run"] == run_id])
+                    tasks = json.dumps(
+                        [(r["key"], r["variant"]) for r in seen if r["seen_run"] == run_id]
+                    )
                     self.db.execute(
-                        "UPDATE rows SET seen_run = ? WHERE key IN (SELECT value FROM json_each(?))",
-                        (run_id, keys),
+                        "UPDATE rows SET seen_run = ? WHERE (key, variant) IN "
+                        "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
+                        (run_id, tasks),
                     )
             for cols_t, members in groups.items():
                 cols = [*cols_t, "updated_at"]
@@ -364,27 +478,37 @@ class Journal:
                     updates = ",".join(f"{c} = excluded.{c}" for c in cols if c != "key")
                     sql = (
                         f"INSERT INTO rows ({','.join(cols)}) VALUES ({marks}) "
-                        f"ON CONFLICT(key) DO UPDATE SET {updates}"
+                        f"ON CONFLICT(key, variant) DO UPDATE SET {updates}"
                     )
-                else:  # a partial update of an existing row (kept or resumed)
-                    sets = ",".join(f"{c} = ?" for c in cols if c != "key")
-                    sql = f"UPDATE rows SET {sets} WHERE key = ?"
-                    values = [(*v[1:], v[0]) for v in values] if cols[0] == "key" else values
+                else:  # a partial update of an existing task (kept or resumed)
+                    ident = ("key", "variant")
+                    rest = [c for c in cols if c not in ident]
+                    sets = ",".join(f"{c} = ?" for c in rest)
+                    sql = f"UPDATE rows SET {sets} WHERE key = ? AND variant = ?"
+                    values = [
+                        (*(r[c] for c in rest if c != "updated_at"), stamp, r["key"], r["variant"])
+                        for r in members
+                    ]
                 self.db.executemany(sql, values)
 
-    def update_row(self, key: str, **fields: Any) -> None:
-        """Commit a change of one row (its own transaction: autocommit)."""
+    def update_row(self, task: TaskRef | str, **fields: Any) -> None:
+        """Commit a change of one task (its own transaction: autocommit); a bare row key names
+        the empty variant's task."""
+        key, variant = task_ref(task)
         fields["updated_at"] = now_iso()
         sets = ",".join(f"{k} = ?" for k in fields)
-        self.db.execute(f"UPDATE rows SET {sets} WHERE key = ?", (*fields.values(), key))
+        self.db.execute(
+            f"UPDATE rows SET {sets} WHERE key = ? AND variant = ?",
+            (*fields.values(), key, variant),
+        )
 
-    def update_rows(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        """Commit several row changes in one transaction."""
+    def update_rows(self, changes: Sequence[tuple[TaskRef | str, dict[str, Any]]]) -> None:
+        """Commit several task changes in one transaction."""
         if not changes:
             return
         with self.transaction():
-            for key, fields in changes:
-                self.update_row(key, **fields)
+            for task, fields in changes:
+                self.update_row(task, **fields)
 
     def run_results(self, run_id: int) -> tuple[int, int]:
         """``(rows generated, credits charged)`` by the tasks that run ``run_id`` settled."""
@@ -406,26 +530,29 @@ class Journal:
     def iter_scan(
         self, run_id: int, states: Iterable[str] | None = None, page: int = 2000
     ) -> Iterator[sqlite3.Row]:
-        """Rows seen by scan ``run_id`` in manifest order, paged (never all in memory)."""
+        """Tasks seen by scan ``run_id`` in manifest order, then variant order, paged (never
+        all in memory)."""
         wanted = tuple(states) if states is not None else None
-        last = -1
+        last = (-1, -1)
+        order = "ORDER BY row_index, variant_index LIMIT ?"
+        after = "(row_index, variant_index) > (?, ?)"
         while True:
             if wanted is None:
                 batch = self.db.execute(
-                    "SELECT * FROM rows WHERE seen_run = ? AND row_index > ? ORDER BY row_index LIMIT ?",
-                    (run_id, last, page),
+                    f"SELECT * FROM rows WHERE seen_run = ? AND {after} {order}",
+                    (run_id, *last, page),
                 ).fetchall()
             else:
                 marks = ",".join("?" * len(wanted))
                 batch = self.db.execute(
-                    f"SELECT * FROM rows WHERE seen_run = ? AND row_index > ? AND state IN ({marks}) "
-                    "ORDER BY row_index LIMIT ?",
-                    (run_id, last, *wanted, page),
+                    f"SELECT * FROM rows WHERE seen_run = ? AND {after} AND state IN ({marks}) "
+                    + order,
+                    (run_id, *last, *wanted, page),
                 ).fetchall()
             if not batch:
                 return
             yield from batch
-            last = batch[-1]["row_index"]
+            last = (batch[-1]["row_index"], batch[-1]["variant_index"])
 
     def iter_extra(self, run_id: int) -> Iterator[sqlite3.Row]:
         yield from self.db.execute(

@@ -1,4 +1,5 @@
-"""The output table: one row per manifest row, in manifest order, written from the journal.
+"""The output table: one row per task (per manifest row for a job without variants), in
+manifest order then variant order, written from the journal.
 
 Because it is a view of the journal it always agrees with what was charged, and it can be written
 at any time (``batchgen export``), even while a run is going on in another process. It is written
@@ -106,9 +107,30 @@ _URLS = (
 )
 _URL_LISTS = "NULLIF(urls, '[]')"
 _ROW_FROM = (
-    "FROM rows WHERE seen_run = :scan AND row_index > :after ORDER BY row_index LIMIT :limit"
+    "FROM rows WHERE seen_run = :scan AND (row_index, variant_index) > (:after_row, :after_variant) "
+    "ORDER BY row_index, variant_index LIMIT :limit"
 )
 _EXTRA_FROM = "FROM extra_rows WHERE run_id = :scan ORDER BY row_index"
+VARIANT_SLOTS = 1 << 20
+"""Orders tasks: row_index * VARIANT_SLOTS + variant_index (a row has fewer variants)."""
+_ROW_ORDER = f"row_index * {VARIANT_SLOTS} + variant_index"
+_EXTRA_ORDER = f"row_index * {VARIANT_SLOTS}"
+
+
+def columns_for(axes: Sequence[str]) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    """The output columns (name, type) and their SQL over journal rows and extra rows: with
+    variant ``axes``, ``variant`` and one column per axis follow the key (long form)."""
+    if not axes:
+        return COLUMNS, _ROW_EXPRS, _EXTRA_EXPRS
+    at = [n for n, _ in COLUMNS].index("key") + 1
+    cols = [*COLUMNS[:at], ("variant", "string"), *((a, "string") for a in axes), *COLUMNS[at:]]
+    axis_sql = [
+        "CAST(json_extract(axes, '$.\"" + a.replace("'", "''").replace('"', '\\"') + "\"') AS TEXT)"
+        for a in axes
+    ]
+    rows = [*_ROW_EXPRS[:at], "variant", *axis_sql, *_ROW_EXPRS[at:]]
+    extra = [*_EXTRA_EXPRS[:at], "NULL", *(["NULL"] * len(axes)), *_EXTRA_EXPRS[at:]]
+    return cols, rows, extra
 
 
 def _passthrough_sql(passthrough: Sequence[str]) -> tuple[list[str], dict[str, str]]:
@@ -118,7 +140,9 @@ def _passthrough_sql(passthrough: Sequence[str]) -> tuple[list[str], dict[str, s
     return exprs, params
 
 
-def _select(exprs: Sequence[str], *, csv: bool) -> str:
+def _select(
+    exprs: Sequence[str], *, csv: bool, columns: Sequence[tuple[str, str]] = COLUMNS
+) -> str:
     """The select list after ``row_index``: the columns, or (``csv``) one CSV line per row.
 
     The CSV line is built by SQLite exactly as pyarrow's writer would write the same values:
@@ -127,7 +151,7 @@ def _select(exprs: Sequence[str], *, csv: bool) -> str:
     if not csv:
         return ", ".join(_URL_LISTS if e == "urls" else e for e in exprs)
     exprs = [_URLS if e == "urls" else e for e in exprs]
-    ints = {i for i, (_, t) in enumerate(COLUMNS) if t == "int64"}
+    ints = {i for i, (_, t) in enumerate(columns) if t == "int64"}
     cells = [
         f"COALESCE({e}, '')"
         if i in ints
@@ -140,13 +164,15 @@ def _select(exprs: Sequence[str], *, csv: bool) -> str:
 def _scan_pages(
     journal: J.Journal, sql: str, params: dict[str, Any]
 ) -> Iterator[list[tuple[Any, ...]]]:
-    after = -1
+    after = (-1, -1)
     while True:
-        page = journal.db.execute(sql, {**params, "after": after, "limit": CHUNK}).fetchall()
+        page = journal.db.execute(
+            sql, {**params, "after_row": after[0], "after_variant": after[1], "limit": CHUNK}
+        ).fetchall()
         if not page:
             return
         yield [tuple(r) for r in page]
-        after = page[-1][0]
+        after = divmod(page[-1][0], VARIANT_SLOTS)
 
 
 def iter_output_pages(
@@ -155,8 +181,10 @@ def iter_output_pages(
     current_run: int | None = None,
     passthrough: Sequence[str] = (),
     csv: bool = False,
+    axes: Sequence[str] = (),
 ) -> Iterator[list[tuple[Any, ...]]]:
-    """Pages of output tuples (row_index first, then COLUMNS, then passthrough), manifest order.
+    """Pages of output tuples (an order key first, then the columns of :func:`columns_for`,
+    then passthrough), in manifest order, then variant order.
 
     With ``csv``, each tuple is (row_index, the row as a CSV line); without, ``urls`` is
     its JSON text and timestamps are ISO text (see :func:`_write_parquet`).
@@ -166,8 +194,11 @@ def iter_output_pages(
         return
     extra_exprs, paths = _passthrough_sql(passthrough)
     params: dict[str, Any] = {**paths, "run": current_run, "scan": scan}
-    row_sql = f"SELECT row_index, {_select(_ROW_EXPRS + extra_exprs, csv=csv)} {_ROW_FROM}"
-    extra_sql = f"SELECT row_index, {_select(_EXTRA_EXPRS + extra_exprs, csv=csv)} {_EXTRA_FROM}"
+    cols, row_exprs, extra_row_exprs = columns_for(axes)
+    row_select = _select(row_exprs + extra_exprs, csv=csv, columns=cols)
+    extra_select = _select(extra_row_exprs + extra_exprs, csv=csv, columns=cols)
+    row_sql = f"SELECT {_ROW_ORDER}, {row_select} {_ROW_FROM}"
+    extra_sql = f"SELECT {_EXTRA_ORDER}, {extra_select} {_EXTRA_FROM}"
     extra = [tuple(r) for r in journal.db.execute(extra_sql, params)]
     pages = _scan_pages(journal, row_sql, params)
     if not extra:
@@ -191,18 +222,23 @@ def write_output(
     id_column: str = "id",
     passthrough: Sequence[str] = (),
     current_run: int | None = None,
+    axes: Sequence[str] = (),
 ) -> int:
-    """Write the output table (CSV or Parquet by suffix) atomically; return the row count."""
+    """Write the output table (CSV or Parquet by suffix) atomically; return the row count.
+
+    One row per task: with variant ``axes``, ``variant`` and one column per axis follow the key.
+    """
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet", ".pq"):
         raise UsageError("unsupported output format", str(path), "use a .csv or .parquet file name")
-    base_names = [name for name, _ in COLUMNS]
+    cols, _, _ = columns_for(axes)
+    base_names = [name for name, _ in cols]
     key_name = id_column if id_column not in base_names else "key"
     extra = [(p if p not in base_names and p != key_name else f"input_{p}") for p in passthrough]
-    names = [key_name if n == "key" else n for n, _ in COLUMNS] + extra
+    names = [key_name if n == "key" else n for n, _ in cols] + extra
 
     pages = iter_output_pages(
-        journal, current_run=current_run, passthrough=passthrough, csv=suffix == ".csv"
+        journal, current_run=current_run, passthrough=passthrough, csv=suffix == ".csv", axes=axes
     )
     count = 0
     with replacing(path) as tmp:
@@ -215,12 +251,16 @@ def write_output(
                     fh.write("\n")
                     count += len(page)
         else:
-            count = _write_parquet(tmp, names, pages, len(passthrough))
+            count = _write_parquet(tmp, names, pages, len(passthrough), cols)
     return count
 
 
 def _write_parquet(
-    tmp: Path, names: list[str], pages: Iterator[list[tuple[Any, ...]]], n_extra: int
+    tmp: Path,
+    names: list[str],
+    pages: Iterator[list[tuple[Any, ...]]],
+    n_extra: int,
+    columns: Sequence[tuple[str, str]] = COLUMNS,
 ) -> int:
     import pyarrow as pa  # here, not at the top: a CSV output never needs pyarrow
     import pyarrow.parquet as pq
@@ -231,7 +271,7 @@ def _write_parquet(
         "list": pa.list_(pa.string()),
         "timestamp": pa.timestamp("ms", tz="UTC"),
     }
-    kinds = [t for _, t in COLUMNS] + ["string"] * n_extra
+    kinds = [t for _, t in columns] + ["string"] * n_extra
     # pandas reads an int64 column holding nulls as float64 (NaN), unless the file says Int64.
     pandas_ints = [
         {

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from batchgen.errors import EXIT_OK, EXIT_ROWS_FAILED, EXIT_STOPPED, BatchgenError, UsageError
 from batchgen.job.catalog import Catalog
 from batchgen.job.settings import Settings
+from batchgen.job.variants import VariantMatrix
 from batchgen.pipeline import plan as P
 from batchgen.pipeline.catalog_fetch import CatalogSource, load_catalog_sync
 from batchgen.pipeline.prices import apply_observed, observed_prices
@@ -47,6 +48,7 @@ ROW_SCHEMA = pa.schema(
     [
         ("row_number", pa.int64()),
         ("key", pa.string()),
+        ("variant", pa.string()),  # only for a job with variants: one line per task
         ("model", pa.string()),
         ("decision", pa.string()),
         ("credits", pa.int64()),
@@ -68,11 +70,14 @@ class Estimate:
     """The figures of an estimate (``--json`` prints this)."""
 
     job_id: str
-    rows: int = 0
+    rows: int = 0  # manifest rows
+    tasks: int = 0  # what is planned: one per row and variant (a row that owns no key: one)
     decisions: dict[str, int] = field(default_factory=dict)
     credits: int = 0
     credits_by_model: dict[str, int] = field(default_factory=dict)
-    rows_by_model: dict[str, int] = field(default_factory=dict)
+    rows_by_model: dict[str, int] = field(default_factory=dict)  # tasks to submit, by model
+    # Tasks to submit and their credits by variant axis and value: {"style": {"white": [n, c]}}.
+    by_axis: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     unique_reference_files: int = 0
     reference_bytes: int = 0
     references_cached: int = 0
@@ -96,9 +101,13 @@ class Estimate:
 
 
 class _RowWriter:
-    """Streams the per-row table (--out) as CSV or Parquet."""
+    """Streams the per-row table (--out) as CSV or Parquet; with variants, one line per task,
+    with its ``variant`` after the key."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, variants: bool = False) -> None:
+        self.schema = (
+            ROW_SCHEMA if variants else ROW_SCHEMA.remove(ROW_SCHEMA.get_field_index("variant"))
+        )
         suffix = path.suffix.lower()
         if suffix not in (".csv", ".parquet", ".pq"):
             raise UsageError(
@@ -107,21 +116,23 @@ class _RowWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.tmp = path, temp_beside(path)
         self.writer: Any = (
-            pacsv.CSVWriter(str(self.tmp), ROW_SCHEMA)
+            pacsv.CSVWriter(str(self.tmp), self.schema)
             if suffix == ".csv"
-            else pq.ParquetWriter(str(self.tmp), ROW_SCHEMA)
+            else pq.ParquetWriter(str(self.tmp), self.schema)
         )
 
     def write(self, plans: list[P.RowPlan]) -> None:
-        cols: dict[str, list[Any]] = {name: [] for name in ROW_SCHEMA.names}
+        cols: dict[str, list[Any]] = {name: [] for name in self.schema.names}
         for p in plans:
             cols["row_number"].append(p.spec.row_number)
             cols["key"].append(p.spec.key)
+            if "variant" in cols:
+                cols["variant"].append(p.variant.id)
             cols["model"].append(p.spec.model)
             cols["decision"].append(_DECISION[p.action])
             cols["credits"].append(p.cost if p.action == P.SUBMIT else 0)
             cols["reason"].append(p.reason)
-        self.writer.write_table(pa.table(cols, schema=ROW_SCHEMA))
+        self.writer.write_table(pa.table(cols, schema=self.schema))
 
     def close(self, complete: bool) -> None:
         """Close the table; a complete one replaces ``path`` (atomically), else it is dropped."""
@@ -155,7 +166,9 @@ def estimate(
     distinct = KeySet()  # the references counted so far (on disk: any number of rows)
     files = remote = reference_bytes = cached = unverified = 0
     rows_by_model: Counter[str] = Counter()
-    writer = _RowWriter(out) if out is not None else None
+    by_axis: dict[str, dict[str, list[int]]] = {}
+    variants = not VariantMatrix.of(settings).empty
+    writer = _RowWriter(out, variants) if out is not None else None
     checker = (
         UrlChecker(
             settings.base_url,
@@ -174,6 +187,10 @@ def estimate(
             if p.action != P.SUBMIT:
                 continue
             rows_by_model[p.spec.model or ""] += 1
+            for axis, value in p.variant.axes:
+                slot = by_axis.setdefault(axis, {}).setdefault(value, [0, 0])
+                slot[0] += 1
+                slot[1] += p.cost
             if p.ref is not None:
                 if p.ref.sha256:
                     sizes[p.ref.sha256] = p.ref.size or 0
@@ -213,7 +230,9 @@ def estimate(
     est.catalog = catalog.origin.as_dict(time.time())
     est.price_changes = [c.as_dict() for c in changes]
     est.warnings = warnings
-    est.rows = scan.rows
+    est.rows = scan.manifest_rows
+    est.tasks = scan.rows
+    est.by_axis = by_axis
     decisions: Counter[str] = Counter()
     for action, n in scan.actions.items():
         decisions[_DECISION[action]] += n
@@ -307,7 +326,8 @@ def judge(est: Estimate) -> int:
             " (--no-fetch)"
         )
     if invalid:
-        est.verdict += f"; {invalid} invalid rows will not be sent"
+        unit = "tasks" if est.tasks != est.rows else "rows"
+        est.verdict += f"; {invalid} invalid {unit} will not be sent"
         return EXIT_ROWS_FAILED
     return EXIT_OK
 
@@ -315,15 +335,22 @@ def judge(est: Estimate) -> int:
 def render(est: Estimate) -> str:
     """The readable table printed on stdout."""
     lo, hi = est.duration_seconds
-    lines = [f"Estimate for job {est.job_id}: {est.rows} rows"]
+    counted = "rows" if not est.by_axis and est.tasks == est.rows else "tasks"
+    head = f"Estimate for job {est.job_id}: {est.rows} rows"
+    lines = [head + (f", {est.tasks} tasks" if counted == "tasks" else "")]
     for name in ("would_submit", "in_flight", "skip", "invalid"):
         lines.append(f"  {name:<14}{est.decisions.get(name, 0):>10}")
     lines.append("")
-    lines.append(f"  {'model':<20}{'rows':>8}{'credits':>10}")
+    lines.append(f"  {'model':<20}{counted:>8}{'credits':>10}")
     for model, credits in est.credits_by_model.items():
         lines.append(f"  {model:<20}{est.rows_by_model.get(model, 0):>8}{credits:>10}")
     total = f"  {'total':<20}{est.decisions.get('would_submit', 0):>8}{est.credits:>10}"
     lines.append(total + ("  (unverified)" if est.unverified_rows else ""))
+    for axis, values in est.by_axis.items():
+        lines.append("")
+        lines.append(f"  {axis:<20}{'tasks':>8}{'credits':>10}")
+        for value, (n, credits) in values.items():
+            lines.append(f"  {value:<20}{n:>8}{credits:>10}")
     lines.append("")
     lines.append(
         f"  uploads: {est.unique_reference_files} unique local files, "

@@ -6,7 +6,9 @@ It reads the journal read-only (safe while a run is going on) and writes, atomic
   and the last runs with their timings;
 - a gallery of cards, one per manifest row: the reference thumbnail beside the result thumbnail,
   the row key, prompt, model, credits, task id, and the error of a failed or invalid row; filters
-  by status and model, and a text search, in inline JavaScript.
+  by status and model, and a text search, in inline JavaScript. A row with variants is one card:
+  its reference beside a strip of its variants' results, with filters by style, aspect and
+  candidate besides.
 
 Thumbnails are small WebP (or JPEG) data URIs made with Pillow: references from the manifest's
 local files (relative to its folder), results from the downloaded files, or fetched from the
@@ -35,6 +37,7 @@ from typing import Any, TextIO
 from PIL import Image, features
 
 from batchgen.errors import BatchgenError, TransportError, UsageError
+from batchgen.job.catalog import Catalog
 from batchgen.job.references import is_url, resolve_reference
 from batchgen.job.settings import Settings
 from batchgen.pipeline.download import DEFAULT_MAX_BYTES
@@ -235,6 +238,24 @@ def _records(journal: J.Journal, scan: int) -> Iterator[dict[str, Any]]:
         yield rec
 
 
+def _groups(records: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Records grouped by product: a row's variant tasks together, any other record alone."""
+    group: list[dict[str, Any]] = []
+    for rec in records:
+        if group and (
+            not rec.get("variant")
+            or (rec["key"], rec["row_index"]) != (group[0]["key"], group[0]["row_index"])
+        ):
+            yield group
+            group = []
+        group.append(rec)
+        if not rec.get("variant"):
+            yield group
+            group = []
+    if group:
+        yield group
+
+
 def _error(rec: dict[str, Any]) -> str | None:
     if rec["state"] == J.SUCCEEDED or not rec.get("error_code"):
         return None
@@ -258,6 +279,7 @@ class _Builder:
         self.host_ok: set[str] = set()
         self.fetch_slots = asyncio.Semaphore(FETCH_CONCURRENCY)
         self.pending_thumbs: list[str] = []
+        self.catalog = Catalog.default()
 
     async def thumb(self, source: Path | bytes) -> str | None:
         return await asyncio.get_running_loop().run_in_executor(
@@ -359,12 +381,66 @@ class _Builder:
             card["w"] = f"download failed: {rec['download_error']}"
         return card
 
-    async def chunk(self, recs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    def _aspect(self, rec: dict[str, Any], axes: dict[str, str]) -> str:
+        """The task's portable aspect: its ``aspect`` axis, else what its params make."""
+        if axes.get("aspect"):
+            return axes["aspect"]
+        try:
+            params = json.loads(rec.get("params") or "{}")
+        except ValueError:
+            params = {}
+        return self.catalog.image_target(rec.get("model") or "", params)[0]
+
+    async def group_card(self, recs: list[dict[str, Any]]) -> dict[str, Any]:
+        """One product with variants: its reference, and a strip of its tasks' results."""
+        if len(recs) == 1 and not recs[0].get("variant"):
+            return await self.card(recs[0])
+        first = recs[0]
+        r, rx = await self.reference(first.get("reference"))
+        strip = []
+        for rec in recs:
+            uri, ix, href = await self.result(rec)
+            i = self._add(uri) if uri else -1
+            if i < 0:
+                self.stats.placeholders += 1
+            axes = json.loads(rec.get("axes") or "{}")
+            prompt = rec.get("prompt") or ""
+            item: dict[str, Any] = {
+                "id": rec["variant"],
+                "s": rec["state"],
+                "c": rec.get("final_credits") or 0,
+                "t": rec.get("task_id") or "",
+                "i": i,
+                "st": axes.get("style", ""),
+                "a": self._aspect(rec, axes),
+                "cd": axes.get("candidate", ""),
+                "p": prompt[:PROMPT_CHARS] + ("…" if len(prompt) > PROMPT_CHARS else ""),
+            }
+            for name, value in (("ix", ix), ("h", href), ("e", _error(rec))):
+                if value:
+                    item[name] = value
+            if rec["state"] == J.SUCCEEDED and rec.get("download_error"):
+                item["w"] = f"download failed: {rec['download_error']}"
+            strip.append(item)
+        card: dict[str, Any] = {
+            "k": first.get("key") or "",
+            "n": first["row_number"],
+            "m": first.get("model") or "",
+            "r": r,
+            "v": strip,
+        }
+        if rx:
+            card["rx"] = rx
+        return card
+
+    async def chunk(
+        self, groups: list[list[dict[str, Any]]]
+    ) -> tuple[list[dict[str, Any]], list[str]]:
         self.pending_thumbs = []
         # Each new reference once (many rows may share one), then the cards concurrently.
-        cells = {rec.get("reference") for rec in recs} - set(self.ref_index)
+        cells = {g[0].get("reference") for g in groups} - set(self.ref_index)
         await asyncio.gather(*(self.reference(cell) for cell in cells if cell))
-        cards = await asyncio.gather(*(self.card(rec) for rec in recs))
+        cards = await asyncio.gather(*(self.group_card(g) for g in groups))
         return list(cards), self.pending_thumbs
 
 
@@ -434,17 +510,21 @@ async def write_report(
 
 
 async def _write_cards(fh: TextIO, builder: _Builder, records: Iterator[dict[str, Any]]) -> None:
-    batch: list[dict[str, Any]] = []
+    batch: list[list[dict[str, Any]]] = []
+    tasks = 0
 
     async def flush() -> None:
+        nonlocal tasks
         cards, thumbs = await builder.chunk(batch)
         fh.write(f"<script>P({_js(cards)},{_js(thumbs)})</script>\n")
-        builder.stats.rows += len(cards)
+        builder.stats.rows += tasks  # tasks (one per row without variants)
         batch.clear()
+        tasks = 0
 
-    for rec in records:
-        batch.append(rec)
-        if len(batch) >= CHUNK:
+    for group in _groups(records):
+        batch.append(group)
+        tasks += len(group)
+        if tasks >= CHUNK:
             await flush()
     if batch:
         await flush()

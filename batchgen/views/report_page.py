@@ -8,6 +8,10 @@ never become tens of thousands of DOM nodes or decoded images at once).
 Card fields: k key, n row number, s status, m model, p prompt, c credits, t task id, e error,
 w warning (a failed download), r / i index in the thumbnail array of the reference / result (-1:
 none), rx / ix placeholder text, h relative link to the downloaded file.
+
+A row with variants is one card with ``v``: its tasks, each with id (the variant id), s, c, t, i,
+ix, h, e, w, p, and its axes st (style), a (aspect), cd (candidate); the card shows the reference
+beside a strip of their results, and the style, aspect and candidate filters select tasks.
 """
 
 from __future__ import annotations
@@ -79,6 +83,13 @@ figcaption {{ color:var(--mut); font-size:11px; margin-top:2px; }}
   word-break:break-all; }}
 .err {{ color:var(--fail); font-size:12px; margin-top:4px; word-break:break-word; }}
 .warn {{ color:var(--inv); font-size:12px; margin-top:4px; word-break:break-word; }}
+.card.group {{ grid-column:span 2; }}
+.group .pair > figure:first-child {{ flex:0 0 110px; }}
+.strip {{ display:flex; gap:6px; overflow-x:auto; flex:1; }}
+.strip figure {{ flex:0 0 110px; }}
+.strip figure.failed img, .strip figure.failed .ph {{ outline:2px solid var(--fail); }}
+.strip figure.invalid .ph {{ outline:2px solid var(--inv); }}
+.vars {{ margin:4px 0 0; padding:0; list-style:none; font-size:12px; }}
 .pager {{ display:flex; gap:8px; align-items:center; justify-content:center; padding:0 0 32px; }}
 .empty {{ padding:40px; text-align:center; color:var(--mut); grid-column:1/-1; }}
 </style>
@@ -89,6 +100,10 @@ figcaption {{ color:var(--mut); font-size:11px; margin-top:2px; }}
 <div class="bar" role="toolbar">
  <label>Status <select id="f-status"><option value="">all</option></select></label>
  <label>Model <select id="f-model"><option value="">all</option></select></label>
+ <label class="vf" hidden>Style <select id="f-style"><option value="">all</option></select></label>
+ <label class="vf" hidden>Aspect <select id="f-aspect"><option value="">all</option></select></label>
+ <label class="vf" hidden>Candidate <select id="f-candidate"><option value="">all</option>
+ </select></label>
  <input id="f-text" type="search" placeholder="key, prompt, task id, error">
  <button id="prev" type="button">&larr; prev</button><span id="page"></span>
  <button id="next" type="button">next &rarr;</button>
@@ -137,7 +152,44 @@ TAIL = """<script>
     f.appendChild(el("figcaption", "", caption));
     return f;
   }
-  function card(c) {
+  const RANK = ["failed", "invalid", "timed_out", "blocked", "submitted", "ready", "pending",
+    "succeeded"];
+  function worst(vs) {
+    let best = "succeeded";
+    for (const x of vs) if (RANK.indexOf(x.s) < RANK.indexOf(best)) best = x.s;
+    return best;
+  }
+  function groupCard(c, vs) {
+    const a = el("article", "card " + worst(vs) + " group");
+    a.dataset.key = c.k;
+    const pair = el("div", "pair");
+    pair.appendChild(figure(c.r, c.rx, "reference"));
+    const strip = el("div", "strip");
+    for (const x of vs) {
+      const f = figure(x.i, x.ix, x.id + " \u00b7 " + x.s, x.h);
+      f.classList.add(x.s); f.dataset.variant = x.id; f.title = x.p || "";
+      strip.appendChild(f);
+    }
+    pair.appendChild(strip);
+    a.appendChild(pair);
+    a.appendChild(el("div", "key", c.k));
+    const b = el("div", "badges");
+    if (c.m) b.appendChild(el("span", "badge", c.m));
+    b.appendChild(el("span", "badge", vs.length + " of " + c.v.length + " variants"));
+    b.appendChild(el("span", "badge", vs.reduce((n, x) => n + x.c, 0) + " credits"));
+    b.appendChild(el("span", "badge", "row " + c.n));
+    a.appendChild(b);
+    const notes = el("ul", "vars");
+    for (const x of vs) {
+      if (x.e) notes.appendChild(el("li", "err", x.id + ": " + x.e));
+      if (x.w) notes.appendChild(el("li", "warn", x.id + ": " + x.w));
+    }
+    if (notes.childElementCount) a.appendChild(notes);
+    return a;
+  }
+  function card(item) {
+    if (item.vs) return groupCard(item.c, item.vs);
+    const c = item.c;
     const a = el("article", "card " + c.s);
     a.dataset.key = c.k;
     const pair = el("div", "pair");
@@ -157,17 +209,32 @@ TAIL = """<script>
     if (c.w) a.appendChild(el("div", "warn", c.w));
     return a;
   }
+  const has = (q, values) => !q || values.some((v) => v && String(v).toLowerCase().includes(q));
   function apply() {
     const s = $("f-status").value, m = $("f-model").value;
+    const st = $("f-style").value, asp = $("f-aspect").value, cd = $("f-candidate").value;
     const q = $("f-text").value.trim().toLowerCase();
-    state.list = C.filter((c) => (!s || c.s === s) && (!m || (c.m || "") === m) &&
-      (!q || [c.k, c.p, c.t, c.e].some((v) => v && String(v).toLowerCase().includes(q))));
+    const list = [];
+    for (const c of C) {
+      if (m && (c.m || "") !== m) continue;
+      if (c.v) {
+        const vs = c.v.filter((x) => (!s || x.s === s) && (!st || x.st === st) &&
+          (!asp || x.a === asp) && (!cd || x.cd === cd) && has(q, [c.k, x.id, x.p, x.t, x.e]));
+        if (vs.length) list.push({ c: c, vs: vs });
+      } else if (!st && !asp && !cd && (!s || c.s === s) && has(q, [c.k, c.p, c.t, c.e])) {
+        list.push({ c: c, vs: null });
+      }
+    }
+    state.list = list;
     state.page = 0; render();
   }
   function described() {
     const parts = [];
     if ($("f-status").value) parts.push("status " + $("f-status").value);
     if ($("f-model").value) parts.push("model " + $("f-model").value);
+    for (const f of ["style", "aspect", "candidate"]) {
+      if ($("f-" + f).value) parts.push(f + " " + $("f-" + f).value);
+    }
     if ($("f-text").value.trim()) parts.push("\u201c" + $("f-text").value.trim() + "\u201d");
     return parts.length ? "the filters: " + parts.join(", ") : "the filters";
   }
@@ -175,6 +242,9 @@ TAIL = """<script>
     const h = new URLSearchParams();
     if ($("f-status").value) h.set("status", $("f-status").value);
     if ($("f-model").value) h.set("model", $("f-model").value);
+    for (const f of ["style", "aspect", "candidate"]) {
+      if ($("f-" + f).value) h.set(f, $("f-" + f).value);
+    }
     if ($("f-text").value.trim()) h.set("q", $("f-text").value.trim());
     if (state.page) h.set("page", String(state.page + 1));
     const text = h.toString();
@@ -201,10 +271,16 @@ TAIL = """<script>
   function go(delta) {
     state.page += delta; render(); window.scrollTo(0, $("grid").offsetTop - 60);
   }
-  fill($("f-status"), C.map((c) => c.s));
+  const tasks = C.flatMap((c) => c.v || []);
+  fill($("f-status"), C.flatMap((c) => (c.v ? c.v.map((x) => x.s) : [c.s])));
   fill($("f-model"), C.map((c) => c.m || ""));
-  $("f-status").addEventListener("change", apply);
-  $("f-model").addEventListener("change", apply);
+  fill($("f-style"), tasks.map((x) => x.st).filter((v) => v));
+  fill($("f-aspect"), tasks.map((x) => x.a).filter((v) => v));
+  fill($("f-candidate"), tasks.map((x) => x.cd).filter((v) => v));
+  if (tasks.length) for (const l of document.querySelectorAll(".vf")) l.hidden = false;
+  for (const id of ["f-status", "f-model", "f-style", "f-aspect", "f-candidate"]) {
+    $(id).addEventListener("change", apply);
+  }
   let timer = 0;
   $("f-text").addEventListener("input", () => {
     clearTimeout(timer); timer = setTimeout(apply, 200);
@@ -215,7 +291,8 @@ TAIL = """<script>
   const h = new URLSearchParams(location.hash.slice(1));
   // A value no row has (#status=failed when nothing failed) is kept as a filter with no match:
   // a select would otherwise fall back to "all" and show every card.
-  for (const [name, id] of [["status", "f-status"], ["model", "f-model"], ["q", "f-text"]]) {
+  for (const [name, id] of [["status", "f-status"], ["model", "f-model"], ["style", "f-style"],
+    ["aspect", "f-aspect"], ["candidate", "f-candidate"], ["q", "f-text"]]) {
     if (!h.has(name)) continue;
     const input = $(id), value = h.get(name);
     if (input.tagName === "SELECT" && ![...input.options].some((o) => o.value === value)) {

@@ -9,6 +9,7 @@ from typing import Any
 
 from batchgen.errors import UsageError
 from batchgen.job.settings import Settings
+from batchgen.job.variants import VariantMatrix
 from batchgen.store import journal as J
 from batchgen.store.output import write_output
 
@@ -118,4 +119,5 @@ def export(settings: Settings, out: Path) -> int:
             id_column=settings.id_column,
             passthrough=settings.passthrough,
             current_run=latest[0]["id"] if latest else None,
+            axes=VariantMatrix.of(settings).axes(),
         )
