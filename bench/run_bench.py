@@ -19,6 +19,9 @@ Scenarios:
 - ``scale``: 50,000 and 200,000 rows against a fast simulator: peak RSS of each, then the
   200,000-row job run again three times with nothing left to do, and once more after 20 of its
   rows were edited.
+- ``small_bucket``, ``shared_account``, ``limit_change``, ``mixed_latency``: the pacing cases
+  of bench/pacing.py (a 10-token bucket; four runs on one account; the limit 100 -> 30 -> 100/s;
+  models with medians 0.8, 3 and 15 s), each on ``--rows`` rows.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from harness import (
     write_job,
     write_manifest,
 )
+from pacing import SCENARIOS as PACING
 
 HERE = Path(__file__).resolve().parent
 RL = {"rate": 100, "latency": 3.0, "latency_sigma": 0.4, "queue_time": 0.2, "seed": 1}
@@ -212,7 +216,9 @@ def git_head() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", action="append", choices=["rate_limited", "overhead", "scale"])
+    ap.add_argument(
+        "--only", action="append", choices=["rate_limited", "overhead", "scale", *PACING]
+    )
     ap.add_argument("--quick", action="store_true", help="~20 rows per scenario (a smoke test)")
     ap.add_argument("--rows", type=int, default=2000, help="rows of the rate-limited scenario")
     ap.add_argument("--overhead-rows", type=int, default=20_000)
@@ -220,7 +226,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/bg-bench"))
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
-    chosen = args.only or ["rate_limited", "overhead", "scale"]
+    chosen = args.only or ["rate_limited", "overhead", "scale", *PACING]
     if args.quick:
         args.rows, args.overhead_rows, args.scale_rows = 20, 20, "20,30"
     work = args.workdir / time.strftime("%Y%m%d-%H%M%S")
@@ -237,6 +243,14 @@ def main() -> None:
         sizes = [int(x) for x in args.scale_rows.split(",") if x.strip()]
         report["scale"] = scale(work, sizes)
         print(json.dumps(report["scale"], indent=1), flush=True)
+    for name, scenario in PACING.items():
+        if name not in chosen:
+            continue
+        if name == "limit_change" and args.quick:
+            report[name] = scenario(work, args.rows, ((1.0, 30.0), (2.0, 100.0)))
+        else:
+            report[name] = scenario(work, args.rows)
+        print(json.dumps(report[name], indent=1), flush=True)
     report["suite_seconds"] = round(time.perf_counter() - t0, 1)
     if args.out is not None:
         args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -53,6 +53,32 @@ def test_bench_suite_runs_on_a_few_rows(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.timeout(300)
+def test_pacing_scenarios_run_on_a_few_rows(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    args = [sys.executable, str(REPO / "bench" / "run_bench.py"), "--quick"]
+    for name in ("small_bucket", "shared_account", "limit_change", "mixed_latency"):
+        args += ["--only", name]
+    proc = subprocess.run(
+        [*args, "--workdir", str(tmp_path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["small_bucket"]["by_status"] == {"succeeded": 20}
+    assert report["small_bucket"]["sim"]["burst"] == 10
+    shared = report["shared_account"]
+    assert [r["by_status"] for r in shared["runs"]] == [{"succeeded": 5}] * 4
+    assert report["limit_change"]["by_status"] == {"succeeded": 20}
+    mixed = report["mixed_latency"]
+    assert mixed["by_status"] == {"succeeded": 20}
+    # every model was polled, and the simulator counted the polls by model
+    assert set(mixed["polls_per_row_by_model"]) == {"z-image", "qwen-image", "qwen2-image"}
+    assert all(p >= 1.0 for p in mixed["polls_per_row_by_model"].values())
+
+
 def test_output_write_bench_runs_on_a_few_rows() -> None:
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "output_write.py"), "--rows", "30", "--repeat", "1"],

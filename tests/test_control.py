@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import math
 import random
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from batchgen.pipeline.polling import MIN_SAMPLES, SAMPLE_SIZE, SCOUTS, PollScheduler
 from batchgen.rivya.budget import Priority, RequestBudget
+from batchgen.rivya.share import AccountShare
 
 
 class FakeTime:
@@ -541,4 +544,170 @@ def test_scheduler_under_pressure_scouts_an_unknown_model_with_a_few_tasks() -> 
     s = PollScheduler(first=(2.0, 3.0), interval=(5.0, 10.0), rng=random.Random(8))
     delays = [s.first_delay("new") for _ in range(3 * SCOUTS)]
     assert all(2.0 <= d <= 3.0 for d in delays[:SCOUTS])
-    assert all(8.0 <= d <= 13.0 for d in delays[SCOUTS:])  # waiting for the estimate
+    # waiting for the estimate, long enough for a slow model's scouts to bring it
+    assert all(33.0 <= d <= 63.0 for d in delays[SCOUTS:])
+
+
+def test_scheduler_mixed_latencies_few_polls_per_task_for_every_model() -> None:
+    """Models with medians 0.8 s, 3 s and 15 s submitted together while requests are scarce:
+    each model's polls follow its own durations, the slow one's tasks wait for its scouts."""
+    rng = random.Random(5)
+    s = PollScheduler(rng=random.Random(6), pressured=lambda: True)
+    medians = {"fast": 0.8, "mid": 3.0, "slow": 15.0}
+    done_at: dict[str, float] = {}
+    model_of: dict[str, str] = {}
+    submitted: dict[str, float] = {}
+    polls = dict.fromkeys(medians, 0)
+    now, step, n = 0.0, 0.02, 0
+    while n < 1500 or len(s):
+        if n < 1500:  # 50 submits a second, the models in turn
+            model = list(medians)[n % 3]
+            task = f"t{n}"
+            done_at[task] = now + medians[model] * math.exp(rng.gauss(0.0, 0.4))
+            model_of[task] = model
+            submitted[task] = now
+            s.add(task, model, now)
+            n += 1
+        for task in s.pop_due(now):
+            polls[model_of[task]] += 1
+            if now >= done_at[task]:
+                s.observe(model_of[task], done_at[task] - submitted[task], exact=True)
+                s.remove(task)
+            else:
+                s.reschedule(task, now)
+        now += step
+    per_task = {m: polls[m] / 500 for m in medians}
+    assert all(p <= 1.5 for p in per_task.values()), per_task
+    assert per_task["slow"] >= 1.0
+
+
+# -- pacing: small bucket, competing budgets, recovery ---------------------------------------
+
+
+def rate_headers(server: TokenBucketServer) -> dict[str, str]:
+    """The account bucket's headers, as the simulator sends them."""
+    return {
+        "X-RateLimit-Limit": str(int(server.burst)),
+        "X-RateLimit-Remaining": str(int(server.tokens)),
+    }
+
+
+async def saturate(
+    ft: FakeTime,
+    budget: RequestBudget,
+    server: TokenBucketServer,
+    until: float,
+    *,
+    start: float = 0.0,
+    headers: bool = True,
+    senders: int = 32,
+) -> None:
+    """``senders`` senders with unbounded demand from ``start`` to ``until``, 10-20 ms round
+    trips, every 429 carrying ``Retry-After: 1`` (whole seconds, as most services send)."""
+
+    async def sender(i: int) -> None:
+        await ft.sleep(start)
+        rng = random.Random(i)
+        while ft.now < until:
+            async with budget.slot(Priority.POLL) as slot:
+                await ft.sleep(0.01 + rng.random() * 0.01)
+                ok = server.answer()
+                budget.on_response(
+                    200 if ok else 429,
+                    rate_headers(server) if headers else {},
+                    None if ok else 1.0,
+                    started=slot.started,
+                )
+
+    await ft.run(*(sender(i) for i in range(senders)))
+
+
+def accepted_between(server: TokenBucketServer, t0: float, t1: float) -> float:
+    return sum(1 for t, ok in server.log if ok and t0 <= t < t1) / (t1 - t0)
+
+
+@pytest.mark.parametrize("headers", [True, False])
+async def test_small_bucket_is_used_fully_without_whole_second_pauses(headers: bool) -> None:
+    # R = 100/s but the service's bucket holds only 10 tokens: a 1 s pause on each 429 would
+    # lose that second's capacity; a 429 close to the limit only lowers the rate.
+    ft = FakeTime()
+    budget = make_budget(ft, initial_rate=100.0)
+    server = TokenBucketServer(ft, rate=100.0, burst=10.0)
+    await saturate(ft, budget, server, 40.0, headers=headers)
+    assert budget.decreases >= 3
+    assert accepted_between(server, 5.0, 40.0) >= 0.92 * 100.0
+    total = server.accepted + server.refused
+    assert server.refused / total <= 0.03
+
+
+async def test_a_429_pauses_only_when_far_from_the_limit() -> None:
+    ft = FakeTime()
+    budget = make_budget(ft, initial_rate=100.0)
+    for i in range(1, 101):  # the service took our 100/s for a second
+        ft.now = i * 0.01
+        budget.on_response(200, {}, started=ft.now - 0.01)
+    budget.on_response(429, {}, 1.0, started=ft.now - 0.01)
+    assert budget.decreases == 1
+    assert budget.paused_until == -math.inf  # close to the limit: no whole-second pause
+    for i in range(1, 4):  # then only 429s come back: the service refuses everything
+        ft.now = 1.0 + i * 0.1
+        budget.on_response(429, {}, 1.0, started=ft.now - 0.05)
+    assert budget.decreases == 4
+    assert budget.paused_until == pytest.approx(2.3)  # four in a row: honour Retry-After
+    # a fresh budget with nothing accepted yet honours it at once (as before)
+    fresh = make_budget(ft, initial_rate=100.0)
+    fresh.on_response(429, {}, 1.0, started=1.2)
+    assert fresh.paused_until == pytest.approx(2.3)
+
+
+async def test_competing_budgets_on_one_account_converge_on_fair_shares(tmp_path: Path) -> None:
+    # Four runs on one account (R = 100/s, 10-token bucket) starting 0.5 s apart.
+    ft = FakeTime()
+    server = TokenBucketServer(ft, rate=100.0, burst=10.0)
+    budgets = [
+        make_budget(ft, initial_rate=100.0, share=AccountShare(tmp_path, clock=ft.clock))
+        for _ in range(4)
+    ]
+    counts: list[list[float]] = [[] for _ in range(4)]
+    await ft.run(*(_run_with_log(ft, budgets[i], server, counts[i], 0.5 * i) for i in range(4)))
+    shares = [sum(1 for t in c if t >= 10.0) / 30.0 for c in counts]
+    assert sum(shares) >= 0.95 * 100.0  # the account's rate is used fully
+    assert max(shares) <= 1.15 * min(shares), shares  # and fairly
+    for b in budgets:
+        b.close()
+    assert not tmp_path.exists()
+
+
+async def _run_with_log(
+    ft: FakeTime, budget: RequestBudget, server: TokenBucketServer, log: list[float], start: float
+) -> None:
+    async def sender(i: int) -> None:
+        await ft.sleep(start)
+        rng = random.Random(i + int(start * 1000))
+        while ft.now < 40.0:
+            async with budget.slot(Priority.POLL) as slot:
+                await ft.sleep(0.01 + rng.random() * 0.01)
+                ok = server.answer()
+                if ok:
+                    log.append(ft.now)
+                budget.on_response(
+                    200 if ok else 429,
+                    rate_headers(server),
+                    None if ok else 1.0,
+                    started=slot.started,
+                )
+
+    await asyncio.gather(*(sender(i) for i in range(32)))
+
+
+async def test_recovery_reaches_80_percent_of_a_raised_limit_within_3_s() -> None:
+    ft = FakeTime()
+    budget = make_budget(ft, initial_rate=100.0)
+    server = TokenBucketServer(ft, rate=30.0, burst=30.0)
+    await saturate(ft, budget, server, 20.0)
+    assert budget.rate < 45.0
+    # the limit returns to 100/s; the account's bucket keeps what it holds
+    server.rate, server.burst = 100.0, 100.0
+    await saturate(ft, budget, server, 30.0, start=0.0)
+    back = [t for t in range(200, 300) if accepted_between(server, t / 10, t / 10 + 1.0) >= 80.0]
+    assert back and back[0] / 10 + 1.0 - 20.0 <= 3.0

@@ -291,3 +291,65 @@ async def test_upload_dropped_after_effect_is_stored(client: Client) -> None:
         await client.call("POST", "/api/v1/files", data=form)
     snap = client.snap()
     assert snap["files_uploaded"] == 1 and snap["files_by_client_request_id"] == {"up-1": 1}
+
+
+async def test_latency_by_model_gives_each_model_its_own_median(
+    client: Client, clock: FakeClock
+) -> None:
+    client.srv.config.latency = 3
+    client.srv.config.latency_by_model = {"qwen2-image": 15}
+    ids = {}
+    for model in ("qwen-image", "qwen2-image"):
+        body = {"model": model, "prompt": "a vase"}
+        status, task, _ = await client.call("POST", "/api/v1/generations", json=body)
+        assert status == 202
+        ids[model] = task["id"]
+
+    async def states() -> dict[str, str]:
+        return {
+            m: (await client.call("GET", f"/api/v1/generations/{i}"))[1]["status"]
+            for m, i in ids.items()
+        }
+
+    clock.advance(2.9)
+    assert await states() == {"qwen-image": "processing", "qwen2-image": "processing"}
+    clock.advance(0.2)
+    assert await states() == {"qwen-image": "succeeded", "qwen2-image": "processing"}
+    clock.advance(12.0)
+    assert await states() == {"qwen-image": "succeeded", "qwen2-image": "succeeded"}
+
+
+def test_latency_by_model_flag_rejects_a_malformed_item() -> None:
+    from click.testing import CliRunner
+
+    from batchgen.sim.cli import sim_command
+
+    result = CliRunner().invoke(sim_command, ["--latency-by-model", "qwen-image=3,qwen2-image"])
+    assert result.exit_code == 2
+    assert "--latency-by-model" in result.output and "'qwen2-image'" in result.output
+
+
+async def test_a_new_limit_keeps_the_tokens_and_the_ledger_times_each_decision(
+    client: Client, clock: FakeClock
+) -> None:
+    client.srv.config.rate = 1.0
+    client.srv.config.burst = 2
+    assert [(await client.call("GET", "/api/v1/credits"))[0] for _ in range(2)] == [200, 200]
+    client.srv.config.rate = 10.0
+    client.srv.config.burst = 10
+    # a raised limit is no fresh full bucket: the bucket was empty and stays so
+    assert (await client.call("GET", "/api/v1/credits"))[0] == 429
+    clock.advance(0.15)  # a token and a half at the new rate
+    assert (await client.call("GET", "/api/v1/credits"))[0] == 200
+    timeline = client.snap()["rate_timeline"]
+    assert sum(a for a, _ in timeline.values()) == 3
+    assert sum(r for _, r in timeline.values()) == 1
+    assert len(timeline) == 2  # two tenths of a second
+
+
+async def test_the_ledger_counts_polls_by_model(client: Client) -> None:
+    status, task, _ = await client.create()
+    assert status == 202
+    for _ in range(3):
+        assert (await client.call("GET", f"/api/v1/generations/{task['id']}"))[0] == 200
+    assert client.snap()["polls_by_model"] == {"qwen2-image": 3}

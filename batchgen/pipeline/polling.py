@@ -15,7 +15,9 @@ backs off geometrically with the task's age (``AGE_BACKOFF``) up to the longest 
 Every delay carries a little jitter. Before ``MIN_SAMPLES`` durations are known, the
 documented guidance applies: first poll 2–3 s after submit, then every 5–10 s; while requests
 are scarce only the first ``SCOUTS`` tasks of a model are polled that early, the others wait
-for the estimate (their first polls are re-placed when it comes). Polling every task of an
+for the estimate (their first polls are re-placed when it comes; without one, they are polled
+after about a minute). Each model has its own sample, so a job that mixes a 1 s model with a
+15 s one polls each at its own quantiles. Polling every task of an
 unknown model at 2–3 s costs extra polls, and the first durations learnt would be those of the
 fastest tasks only.
 
@@ -42,6 +44,11 @@ MIN_SAMPLES = 8
 """Durations needed before the quantiles replace the documented defaults."""
 SCOUTS = MIN_SAMPLES
 """Tasks of a model without an estimate polled at the documented 2–3 s under pressure."""
+SCOUT_WAIT_INTERVALS = 6.0
+"""The other tasks wait for the scouts' estimate, and are polled anyway after the first-poll
+time plus this many of the longest intervals (about a minute by default) if none comes. A
+shorter wait polls the tasks of a slow model before it has any chance to be done, then again
+on the documented ladder: 2 to 3 polls each instead of 1."""
 RESORT_EVERY = 16
 """New durations between two sorts of the sample (quantiles are read from the sorted copy)."""
 Q_PRESSURED = 0.95
@@ -184,7 +191,7 @@ class PollScheduler:
                 self._scouts[model_key] = scouts + 1
                 return self._rng.uniform(*self.first)
             # Wait for the scouts: replan() moves this poll when the estimate is known.
-            return self.first[1] + self._rng.uniform(*self.interval)
+            return self.first[1] + SCOUT_WAIT_INTERVALS * self._rng.uniform(*self.interval)
         delay = self._jitter(d.quantile(self.first_quantile()))
         return min(max(delay, self.first_floor), NO_ESTIMATE_LIMIT)
 

@@ -86,8 +86,16 @@ def demo_sim_options() -> dict[str, Any]:
 
 def make_client(settings: Settings, base_url: str, api_key: Any) -> RivyaClient:
     from batchgen.rivya.client import RivyaClient  # here: a run with nothing to send never needs it
+    from batchgen.rivya.share import AccountShare
 
-    budget = RequestBudget(max_in_flight=settings.max_requests_in_flight, max_rate=settings.rate)
+    # Runs on this machine that drive the same account share its rate fairly (batchgen/rivya/share.py):
+    # the folder is named by a keyed digest of the URL and key, never the key itself.
+    key = api_key.reveal() if hasattr(api_key, "reveal") else str(api_key)
+    budget = RequestBudget(
+        max_in_flight=settings.max_requests_in_flight,
+        max_rate=settings.rate,
+        share=AccountShare.for_account(base_url, key),
+    )
     return RivyaClient(
         base_url, api_key, budget=budget, max_connections=settings.max_requests_in_flight + 8
     )

@@ -12,14 +12,30 @@ from one :class:`RequestBudget`:
     per minute or hour), and a wrong start costs more than the 429s it would save;
   - before the first 429 it grows exponentially ("slow start": it doubles every
     ``slow_start_doubling`` seconds during which senders actually waited for tokens);
+  - requests leave evenly spaced at the current rate (the bucket holds ``BURST_SECONDS`` of
+    tokens), so a service whose own bucket is small is never overrun by a burst;
   - on a 429 it drops multiplicatively to ``beta`` times its own rate, or times the rate the
     service was measured accepting if that is lower (once per round trip: 429s for requests
-    sent before the last decrease are not counted again), empties the bucket and, when the
-    answer carries ``Retry-After`` (or ``X-RateLimit-Reset``), pauses *every* sender until then;
+    sent before the last decrease are not counted again) and empties the bucket. ``Retry-After``
+    (or ``X-RateLimit-Reset``) is information, not always a stop: it comes in whole seconds,
+    far longer than a small overshoot needs. When the service took at least ``CLOSE_SHARE``
+    of our rate lately and fewer than ``CLOSE_STRIKES`` answers in a row were 429s, the
+    decrease alone answers it; otherwise (slow start overshot, the service refuses everything)
+    *every* sender pauses until then;
   - with no 429s it probes upward along a cubic curve (as TCP CUBIC does): fast while far below
-    the rate where the last 429 happened, flat near it, then accelerating beyond it. Growth only
-    accrues while senders are waiting on the bucket, so an idle or concurrency-bound client never
-    inflates its rate;
+    the rate where the last 429 happened, flat near it, then accelerating beyond it, on a clock
+    of round trips (``RECOVERY_RTTS``, at least ``RECOVERY_REQUESTS`` requests' worth). Growth
+    only accrues while senders are waiting on the bucket, so an idle or concurrency-bound client
+    never inflates its rate;
+  - an accepted answer whose ``X-RateLimit-Remaining`` is at least ``HEADROOM_SHARE`` of
+    ``X-RateLimit-Limit`` says the account's bucket is filling, so the account has rate to
+    spare: the rate then doubles every ``PROBE_DOUBLING_RTTS`` round trips (beyond the rate of
+    the last 429 only while that lasts ``HEADROOM_PERSIST_RTTS``): a limit that rises is found
+    again within a few seconds;
+  - several runs on one account converge on fair shares as competing TCP flows do, and runs
+    on one machine also share what they get through an :class:`~batchgen.rivya.share.AccountShare`
+    (a small folder keyed by the account): a run above the fair share eases down, one below
+    it rises;
   - ``max_rate`` is an optional hard ceiling.
 
   The aim is to run near the account's limit with only a few percent of requests answered 429.
@@ -47,6 +63,8 @@ from enum import IntEnum
 from types import TracebackType
 from typing import Any
 
+from batchgen.rivya.share import AccountShare
+
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
 
@@ -56,8 +74,32 @@ DEFAULT_INITIAL_RATE = 100.0
 DEFAULT_MIN_RATE = 0.2
 BETA = 0.7
 """Multiplicative decrease on a 429 (TCP CUBIC's value)."""
-RECOVERY_SECONDS = 6.0
-"""Rate-limited seconds the cubic probe takes to climb back to the rate of the last 429."""
+RECOVERY_RTTS = 30.0
+"""Round trips (of rate-limited time) the cubic probe takes at least to climb back to the rate
+of the last 429: recovery runs on a clock of round trips, not seconds..."""
+RECOVERY_REQUESTS = 120.0
+"""...and lasts at least this many requests' worth of time, so the 429s of each probe stay a
+small fraction of the requests."""
+DEFAULT_RTT = 0.05
+"""Seconds of a round trip before one is measured."""
+RTT_GAIN = 0.125
+"""Weight of a new round-trip sample in the smoothed round trip (as TCP's SRTT)."""
+HEADROOM_SHARE = 0.5
+"""An accepted answer whose ``X-RateLimit-Remaining`` is at least this share of
+``X-RateLimit-Limit`` says the account's bucket is filling: the account is below its limit."""
+HEADROOM_RTTS = 4.0
+"""Headroom seen within this many round trips (at least ``HEADROOM_MEMORY`` s) still counts."""
+HEADROOM_MEMORY = 0.25
+PROBE_DOUBLING_RTTS = 8.0
+"""With headroom, the rate doubles every this many round trips of rate-limited time..."""
+PROBE_MIN_DOUBLING = 0.25
+"""...but no faster than once per this many seconds."""
+CLOSE_SHARE = 0.5
+"""A 429 comes "close to the limit" when the service accepted at least this share of our rate
+over the last window, and fewer than ``CLOSE_STRIKES`` answers in a row were 429s: then it is a
+small overshoot (or another client on the account took the last token), and the decrease alone
+answers it, without a ``Retry-After`` pause."""
+CLOSE_STRIKES = 4
 SLOW_START_DOUBLING = 0.25
 """Rate-limited seconds per doubling of the rate before the first 429."""
 BURST_SECONDS = 0.05
@@ -68,9 +110,19 @@ WINDOW_EVENTS = 10.0
 """...or as long as it takes to see about this many answers at the current rate..."""
 MAX_RATE_WINDOW = 30.0
 """...but never longer than this."""
-RECOVERY_REQUESTS = 120.0
-"""At low rates the cubic recovery lasts at least this many requests' worth of time, so the
-429s of each probe stay a small fraction of the requests."""
+HEADROOM_PERSIST_RTTS = 10.0
+"""Beyond the rate of the last 429, fast growth needs headroom seen without a break for this
+many round trips (at least ``HEADROOM_PERSIST`` s): a limit that rose, not a bucket refilling
+after the last decrease."""
+HEADROOM_PERSIST = 0.5
+FAIR_CUT = 1.1
+"""With an :class:`~batchgen.rivya.share.AccountShare`: a run that gets more than this many times the
+fair share of the account eases its rate down (by ``FAIR_EASE`` per sync at most)..."""
+FAIR_EASE = 0.9
+FAIR_SLACK = 1.03
+"""...to about this many times it; one that gets less than the fair share divided by this
+raises its rate (by ``FAIR_RAISE`` per sync at most)."""
+FAIR_RAISE = 1.1
 PAUSE_CAP = 120.0
 """A Retry-After / X-RateLimit-Reset pause is clamped to this many seconds."""
 EPOCH_THRESHOLD = 1e9
@@ -144,7 +196,7 @@ class RequestBudget:
         initial_rate: float = DEFAULT_INITIAL_RATE,
         min_rate: float = DEFAULT_MIN_RATE,
         beta: float = BETA,
-        recovery_seconds: float = RECOVERY_SECONDS,
+        recovery_rtts: float = RECOVERY_RTTS,
         slow_start_doubling: float = SLOW_START_DOUBLING,
         retry_ratio: float = DEFAULT_RETRY_RATIO,
         retry_floor_rate: float = DEFAULT_RETRY_FLOOR_RATE,
@@ -153,6 +205,7 @@ class RequestBudget:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         wall_clock: Clock = time.time,
+        share: AccountShare | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -162,9 +215,10 @@ class RequestBudget:
         self.max_rate = max_rate
         self.min_rate = min_rate
         self._beta = beta
-        self._recovery = recovery_seconds
-        self._k = recovery_seconds
-        self._cubic_c = (1.0 - beta) / recovery_seconds**3
+        self._recovery_rtts = recovery_rtts
+        self._srtt = DEFAULT_RTT
+        self._k = self._recovery_k(max(initial_rate, min_rate))
+        self._cubic_c = (1.0 - beta) / self._k**3
         self._doubling = slow_start_doubling
         self._clock = clock
         self._sleep = sleep
@@ -186,6 +240,9 @@ class RequestBudget:
         self._w_max = self._rate
         self._grow_time = 0.0  # rate-limited seconds since the last decrease
         self._last_decrease = -math.inf
+        self._strikes = 0  # 429s in a row since the last accepted answer
+        self._headroom_at = -math.inf  # last accepted answer showing a filling account bucket
+        self._headroom_since = math.inf  # start of the current run of such answers
         # accepted (non-429) responses in a sliding window
         self._win_start = -math.inf
         self._win_len = RATE_WINDOW
@@ -197,6 +254,7 @@ class RequestBudget:
         self.responses = 0
         self.throttled = 0
         self.decreases = 0
+        self._share = share
         # retry budget
         self._retry_ratio = retry_ratio
         self._retry_floor = retry_floor_rate
@@ -246,27 +304,48 @@ class RequestBudget:
         """
         self.responses += 1
         now = self._clock()
+        if started is not None and status is not None and now >= started:
+            self._srtt += RTT_GAIN * (now - started - self._srtt)
         if status != 429:
+            if status is None:
+                return
             if self._trust_limit and not self._limit_seen and headers is not None:
                 self._first_limit(headers)
-            # (X-RateLimit-Remaining is not used: answers arrive out of order, and zeroing the
-            # bucket on every "0" starves a sender that runs right at the limit.)
-            if status is not None:
-                self._count_accepted(now)
+            # X-RateLimit-Remaining is information about the rate, never a stop: answers arrive
+            # out of order, and zeroing the bucket on every "0" starves a sender that runs
+            # right at the limit. A bucket that fills says the account has rate to spare.
+            if headers is not None:
+                self._note_headroom(headers, now)
+            self._count_accepted(now)
+            self._strikes = 0
+            if self._share is not None and self._share.due():
+                self._sync_share(now)
             return
         self.throttled += 1
+        self._headroom_at, self._headroom_since = -math.inf, math.inf
         prev_pause = self._paused_until
-        pause = retry_after
-        if pause is None and headers is not None:
-            pause = self._reset_seconds(headers.get("X-RateLimit-Reset"))
-        if pause is not None and pause > 0:
-            self._paused_until = max(self._paused_until, now + min(pause, PAUSE_CAP))
+        new_event = not (
+            (started is not None and started < self._last_decrease)
+            or (started is None and now - self._last_decrease < 1.0 / self._rate)
+        )
+        self._strikes += 1
+        # Close to the limit: the service took about our rate until now, and not only 429s
+        # came back lately. Retry-After comes in whole seconds, a far longer wait than a small
+        # overshoot needs: the decrease answers it, and our bucket is emptied. Far from it
+        # (slow start overshot, or the service refuses everything): honour the pause.
+        close = (
+            self._strikes < CLOSE_STRIKES and self._accepted_rate(now) >= CLOSE_SHARE * self._rate
+        )
+        if not close:
+            pause = retry_after
+            if pause is None and headers is not None:
+                pause = self._reset_seconds(headers.get("X-RateLimit-Reset"))
+            if pause is not None and pause > 0:
+                self._paused_until = max(self._paused_until, now + min(pause, PAUSE_CAP))
         self._refill(now)
         self._tokens = min(self._tokens, 0.0)
-        if started is not None and started < self._last_decrease:
+        if not new_event:
             return  # sent before the last decrease: same congestion event
-        if started is None and now - self._last_decrease < 1.0 / self._rate:
-            return
         # Decrease from the rate the service was accepting when that is below our own setting
         # (slow start can overshoot the limit many times over before the first 429 comes back).
         # A pause inside the measuring window makes that measure too low when the service's
@@ -279,7 +358,7 @@ class RequestBudget:
             base = accepted
         self._w_max = max(base, self.min_rate)
         self._rate = self._clamp(base * self._beta)
-        self._k = max(self._recovery, RECOVERY_REQUESTS / self._w_max)
+        self._k = self._recovery_k(self._w_max)
         self._cubic_c = (1.0 - self._beta) / self._k**3
         self._slow_start = False
         self._grow_time = 0.0
@@ -376,11 +455,52 @@ class RequestBudget:
             tokens = self._tokens + dt * self._rate
             self._tokens = tokens if tokens < burst else burst
 
+    def close(self) -> None:
+        """Leave the account's share, if any (the run is over)."""
+        if self._share is not None:
+            self._share.close()
+
+    def _sync_share(self, now: float) -> None:
+        assert self._share is not None
+        mine = self._accepted_rate(now)
+        fair = self._share.sync(mine, self.pressured)
+        if fair is None or mine <= 0.0:
+            return
+        # Accepted rates are compared with accepted rates (our own setting may run ahead of
+        # what we manage to send): above our share of what the rate-bound runs on this account
+        # get together, ease down; below it, rise. The 429s still set the total.
+        if mine > FAIR_CUT * fair:
+            self._rate = self._clamp(self._rate * max(FAIR_EASE, FAIR_SLACK * fair / mine))
+            self._w_max = min(self._w_max, self._rate)
+        elif mine * FAIR_SLACK < fair:
+            self._rate = self._clamp(self._rate * min(FAIR_RAISE, fair / mine))
+            self._w_max = max(self._w_max, self._rate)
+
+    def _recovery_k(self, w_max: float) -> float:
+        """Rate-limited seconds of the cubic climb back to ``w_max``: a number of round trips,
+        and at least ``RECOVERY_REQUESTS`` requests' worth of time."""
+        return max(self._recovery_rtts * self._srtt, RECOVERY_REQUESTS / max(w_max, 1e-9))
+
     def _grow(self, dt: float) -> None:
         if dt <= 0.0 or (self.max_rate is not None and self._rate >= self.max_rate):
             return
         if self._slow_start:
             self._rate = self._clamp(self._rate * 2.0 ** (dt / self._doubling))
+            return
+        now = self._clock()
+        if now - self._headroom_at <= max(HEADROOM_MEMORY, HEADROOM_RTTS * self._srtt) and (
+            self._rate < self._w_max
+            or now - self._headroom_since
+            >= max(HEADROOM_PERSIST, HEADROOM_PERSIST_RTTS * self._srtt)
+        ):
+            # The account's bucket fills while we wait on ours: the limit is above our rate.
+            # Double on a clock of round trips; beyond the rate of the last 429 only while the
+            # headroom persists, and the cubic resumes from there, flat at first.
+            doubling = max(PROBE_MIN_DOUBLING, PROBE_DOUBLING_RTTS * self._srtt)
+            self._rate = self._clamp(self._rate * 2.0 ** (dt / doubling))
+            if self._rate > self._w_max:
+                self._w_max = self._rate
+                self._grow_time = self._k
             return
         # Relative CUBIC: beta * w_max right after the decrease, w_max again after
         # ``recovery_seconds`` of growth time, then accelerating beyond it.
@@ -438,6 +558,18 @@ class RequestBudget:
             self._rate = self._clamp(limit)
             self._w_max = self._rate
 
+    def _note_headroom(self, headers: Mapping[str, str], now: float) -> None:
+        limit = _first_number(headers.get("X-RateLimit-Limit"))
+        remaining = _first_number(headers.get("X-RateLimit-Remaining"))
+        if limit is None or remaining is None or limit < 2:
+            return
+        if remaining >= HEADROOM_SHARE * limit:
+            self._headroom_at = now
+            if self._headroom_since == math.inf:
+                self._headroom_since = now
+        else:
+            self._headroom_since = math.inf
+
     def _reset_seconds(self, raw: str | None) -> float | None:
         if raw is None:
             return None
@@ -460,3 +592,13 @@ class RequestBudget:
         if dt > 0:
             self._retry_refilled = now
             self._retry_tokens = min(self._retry_cap, self._retry_tokens + dt * self._retry_floor)
+
+
+def _first_number(raw: str | None) -> float | None:
+    """The first number of a rate-limit header (``"100"``, ``"100, 100;w=60"``), or None."""
+    if raw is None:
+        return None
+    try:
+        return float(raw.split(",")[0].split(";")[0])
+    except ValueError:
+        return None

@@ -171,6 +171,8 @@ class RivyaClient:
     async def close(self) -> None:
         """Close the session and its connections (idempotent)."""
         session, self._session = self._session, None
+        if self.budget is not None:
+            self.budget.close()
         if session is not None:
             await session.close()
 

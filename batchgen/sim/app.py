@@ -250,6 +250,8 @@ class Simulator:
                 return account_or_error
             request[ACCOUNT_KEY] = account_or_error
             decision = self.limiter.take(account_or_error)
+            if decision is not None:
+                self.ledger.rate_decision(self.clock(), decision.allowed)
             if decision is not None and not decision.allowed:
                 self.ledger.fault("rate_limited")
                 headers = {"Retry-After": str(decision.retry_after)}

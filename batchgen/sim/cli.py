@@ -94,6 +94,12 @@ def _config(knobs: dict[str, Any]) -> SimConfig:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8787, show_default=True, type=int, help="Port (0 = any free).")
 @_knob_options
+@click.option(
+    "--latency-by-model",
+    default="",
+    metavar="MODEL=SECONDS,...",
+    help="Median seconds per task of some models (the others use --latency).",
+)
 @click.option("--access-log", is_flag=True, help="Log every request to stderr.")
 @click.option(
     "--json",
@@ -116,6 +122,7 @@ def sim_command(
     access_log: bool,
     as_json: bool,
     catalog_file: str | None,
+    latency_by_model: str,
     **knobs: Any,
 ) -> None:
     """Run a local Rivya API v1 simulator.
@@ -129,6 +136,7 @@ def sim_command(
     if api_key is not None and not api_key.startswith("rvya_sk_"):
         raise click.BadParameter("API keys start with rvya_sk_", param_hint="--api-key")
     config = _config(knobs)
+    config.latency_by_model = _latency_by_model(latency_by_model)
     catalog = None
     if catalog_file is not None:
         from batchgen.job.catalog import Catalog, CatalogError
@@ -150,6 +158,26 @@ def sim_command(
         asyncio.run(_serve(server, as_json))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
+
+
+def _latency_by_model(text: str) -> dict[str, float]:
+    """``qwen-image=3,qwen2-image=15`` as ``{"qwen-image": 3.0, "qwen2-image": 15.0}``."""
+    out: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        model, sep, value = item.partition("=")
+        try:
+            seconds = float(value) if sep and model.strip() else -1.0
+        except ValueError:
+            seconds = -1.0
+        if seconds < 0 or seconds != seconds:
+            raise click.BadParameter(
+                f"{item!r} is not MODEL=SECONDS (e.g. qwen-image=3,qwen2-image=15)",
+                param_hint="--latency-by-model",
+            )
+        out[model.strip()] = seconds
+    return out
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,13 +33,23 @@ class TokenBucket:
         self._tokens = float(burst)
         self._last = clock()
 
-    def take(self) -> RateDecision:
-        """Spend one token if there is one."""
+    def retune(self, rate: float, burst: int) -> None:
+        """A new limit from now on: the tokens held so far stay (up to the new size), as a
+        service changing its limit does not hand out a fresh full bucket."""
+        self._refill()
+        self.rate, self.burst = rate, burst
+        self._tokens = min(self._tokens, float(burst))
+
+    def _refill(self) -> None:
         now = self.clock()
         elapsed = now - self._last
         self._last = now
         if elapsed > 0:
             self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
+
+    def take(self) -> RateDecision:
+        """Spend one token if there is one."""
+        self._refill()
         allowed = self._tokens >= 1.0
         if allowed:
             self._tokens -= 1.0
@@ -64,8 +74,10 @@ class RateLimiter:
             return None
         burst = self.config.burst or max(1, math.ceil(rate))
         bucket = self._buckets.get(account_id)
-        if bucket is None or bucket.rate != rate or bucket.burst != burst:
+        if bucket is None:
             bucket = self._buckets[account_id] = TokenBucket(rate, burst, self.clock)
+        elif bucket.rate != rate or bucket.burst != burst:
+            bucket.retune(rate, burst)
         return bucket.take()
 
 
@@ -89,11 +101,12 @@ class Faults:
             return median
         return median * math.exp(self.rng.gauss(0.0, sigma))
 
-    def task_timing(self) -> tuple[float, float, str, bool]:
-        """``(queue seconds, processing seconds, outcome, stuck)`` of a new task."""
+    def task_timing(self, model: str | None = None) -> tuple[float, float, str, bool]:
+        """``(queue seconds, processing seconds, outcome, stuck)`` of a new task of ``model``
+        (its median from ``latency_by_model``, else ``latency``)."""
         cfg = self.config
         queue_s = self.lognormal(cfg.queue_time)
-        run_s = self.lognormal(cfg.latency)
+        run_s = self.lognormal((cfg.latency_by_model or {}).get(model or "", cfg.latency))
         outcome = "failed" if self.hit(cfg.failure_rate) else "succeeded"
         return queue_s, run_s, outcome, self.hit(cfg.stuck_rate)
 

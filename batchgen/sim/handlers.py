@@ -159,7 +159,7 @@ class Handlers:
             if violations:
                 return self._invalid(violations)
             aspect, fmt = self.catalog.image_target(model, body.get("params") or {})
-            queue_s, run_s, outcome, stuck = sim.faults.task_timing()
+            queue_s, run_s, outcome, stuck = sim.faults.task_timing(model)
             try:
                 task = self.state.create_task(
                     task_id=f"task_{sim.faults.token()}",
@@ -281,6 +281,7 @@ class Handlers:
         task = self.state.get_task(request[ACCOUNT_KEY], request.match_info["task_id"])
         if task is None:
             return self.sim.error(404, "not_found", "No such task for this account.")
+        self.sim.ledger.poll(task.model)
         return web.json_response(self.task_json(task, _origin(request)))
 
     async def get_credits(self, request: web.Request) -> web.Response:

@@ -110,6 +110,8 @@ class SimConfig:
     )  # of a successful (non-replayed) create
     insufficient_status: int = knob(402, "Status of insufficient_credits.")
     latency: float = knob(2.0, "Median seconds per task.")  # log-normal
+    # model id -> its median seconds (``--latency-by-model``); the others take ``latency``
+    latency_by_model: dict[str, float] = field(default_factory=dict)
     latency_sigma: float = knob(0.4, "Sigma of the log-normal latency.")  # and of queue time
     queue_time: float = knob(0.2, "Median queued seconds.")  # before processing (0 = none)
     failure_rate: float = knob(0.0, "Tasks that fail.")  # ending failed with failure_code
@@ -147,6 +149,7 @@ RUNTIME_KNOBS = frozenset(
         "create_status",
         "insufficient_status",
         "latency",
+        "latency_by_model",
         "latency_sigma",
         "queue_time",
         "failure_rate",
@@ -207,6 +210,9 @@ class Ledger:
         self.files_by_client_request_id: Counter[str] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0
+        self.polls_by_model: Counter[str] = Counter()
+        # rate-limited requests by tenth of a second (epoch * 10): [allowed, refused with 429]
+        self.rate_timeline: dict[int, list[int]] = {}
         self.before_read: Callable[[], object] | None = None
         # Every request in order: [start seq, route, end seq, status, error code, the caller's
         # client_request_id of a create or upload]; one counter
@@ -269,6 +275,19 @@ class Ledger:
                 for e in self.log
             ]
 
+    def rate_decision(self, now: float, allowed: bool) -> None:
+        """Count one request checked against the rate limit, by tenth of a second."""
+        with self.lock:
+            slot = self.rate_timeline.get(int(now * 10))
+            if slot is None:
+                slot = self.rate_timeline[int(now * 10)] = [0, 0]
+            slot[0 if allowed else 1] += 1
+
+    def poll(self, model: str) -> None:
+        """Count one answered poll of a task of ``model``."""
+        with self.lock:
+            self.polls_by_model[model] += 1
+
     def fault(self, name: str) -> None:
         """Count an injected fault."""
         with self.lock:
@@ -301,6 +320,8 @@ class Ledger:
                 "files_by_client_request_id": dict(self.files_by_client_request_id),
                 "in_flight": self.in_flight,
                 "max_in_flight": self.max_in_flight,
+                "polls_by_model": dict(self.polls_by_model),
+                "rate_timeline": {str(k): v for k, v in sorted(self.rate_timeline.items())},
             }
 
 
