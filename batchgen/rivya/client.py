@@ -202,26 +202,13 @@ class RivyaClient:
         """``GET /api/v1/models`` without a key, conditional when given the validators of an
         earlier answer: a 304 comes back as ``not_modified`` with an empty body. The body is
         left unparsed (the caller judges it: a malformed catalog is not a transport error)."""
-        headers = dict(self._h_public)
-        if etag:
-            headers["If-None-Match"] = etag
-        if last_modified:
-            headers["If-Modified-Since"] = last_modified
-        try:
-            status, resp_headers, body = await self._call(
-                "models", "GET", self._api + "/models", headers, use_budget=False
-            )
-        except ApiError as exc:
-            if exc.status != 304 or not (etag or last_modified):
-                raise
-            status, resp_headers, body = 304, exc.headers, b""
-        ctype = resp_headers.get("Content-Type")
-        return Media(
-            status=status,
-            body=body,
-            content_type=(ctype.split(";", 1)[0].strip().lower() or None) if ctype else None,
-            etag=resp_headers.get("ETag"),
-            last_modified=resp_headers.get("Last-Modified"),
+        return await self._conditional_get(
+            "models",
+            self._api + "/models",
+            dict(self._h_public),
+            etag,
+            last_modified,
+            use_budget=False,
         )
 
     async def upload_file(
@@ -309,14 +296,27 @@ class RivyaClient:
             raise TransportError(f"cannot download {url[:200]!r}: not an http(s) URL")
         same = (parts.scheme, parts.netloc.lower()) == self._origin
         headers = dict(self._h_auth) if same else {}
+        return await self._conditional_get(
+            "media", url, headers, etag, last_modified, max_bytes=max_bytes, use_budget=same
+        )
+
+    async def _conditional_get(
+        self,
+        endpoint: str,
+        url: str,
+        headers: dict[str, str],
+        etag: str | None,
+        last_modified: str | None,
+        **call: Any,
+    ) -> Media:
+        """A GET whose answer is kept whole; with validators of an earlier answer it is
+        conditional, and a 304 comes back as a Media with an empty body."""
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
         try:
-            status, resp_headers, body = await self._call(
-                "media", "GET", url, headers, max_bytes=max_bytes, use_budget=same
-            )
+            status, resp_headers, body = await self._call(endpoint, "GET", url, headers, **call)
         except ApiError as exc:
             if exc.status != 304 or not (etag or last_modified):
                 raise
