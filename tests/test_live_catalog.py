@@ -1,5 +1,5 @@
 """The live model catalog, end to end against the simulator over HTTP: fetched, cached, revalidated,
-fallen back from, and the service's own prices trusted over it (issue 14)."""
+fallen back from, and the service's own prices trusted over it."""
 
 from __future__ import annotations
 
