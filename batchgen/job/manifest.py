@@ -503,19 +503,21 @@ def _check_columns(settings: Settings, path: Path | str, columns: Sequence[str])
             f"{hint}columns are: {listing}{extra_fix}",
         )
 
-    if settings.id_column not in present:
-        raise missing(settings.id_column, "id", "id_column")
-    if settings.template is not None:
-        template = parse_template(settings.template, settings.where("template"))
-        for column in template.columns:
+    def check_placeholders(text: str, what: str, where: str) -> None:
+        for column in parse_template(text, where).columns:
             if column not in present:
                 close = _closest(column, columns)
                 hint = f"did you mean {{{close}}}? " if close else ""
                 raise UsageError(
-                    f"prompt template placeholder {{{column}}} is not a manifest column",
-                    f"{path}; {settings.where('template')}",
+                    f"{what} placeholder {{{column}}} is not a manifest column",
+                    f"{path}; {where}",
                     f"{hint}columns are: {listing}",
                 )
+
+    if settings.id_column not in present:
+        raise missing(settings.id_column, "id", "id_column")
+    if settings.template is not None:
+        check_placeholders(settings.template, "prompt template", settings.where("template"))
     elif (settings.variants or {}).get("styles") and all(
         t.get("styles", True) for t in (settings.variants_by_model or {}).values()
     ):
@@ -540,15 +542,7 @@ def _check_columns(settings: Settings, path: Path | str, columns: Sequence[str])
     matrix = VariantMatrix.of(settings)
     shown = str(settings.job_file) if settings.job_file else "job file"
     for where, text in matrix.styles().items():
-        for column in parse_template(text, where).columns:
-            if column not in present:
-                close = _closest(column, columns)
-                hint = f"did you mean {{{close}}}? " if close else ""
-                raise UsageError(
-                    f"style placeholder {{{column}}} is not a manifest column",
-                    f"{path}; {shown}: {where}",
-                    f"{hint}columns are: {listing}",
-                )
+        check_placeholders(text, "style", f"{shown}: {where}")
     if settings.download_name is not None:
         from batchgen.job.names import parse_download_name
 
