@@ -665,13 +665,7 @@ def _iter_parquet(
     try:
         with pq.ParquetFile(path) as pf:
             for record_batch in pf.iter_batches(batch_size=batch_size, columns=columns):
-                values = [
-                    [cell_text(v) for v in record_batch.column(i).to_pylist()]
-                    for i in range(record_batch.num_columns)
-                ]
-                names = record_batch.schema.names
-                for row in zip(*values, strict=True):
-                    yield names, row, None
+                yield from _batch_rows(record_batch)
     except (pa.ArrowException, OSError) as exc:
         raise UsageError(
             f"manifest is not a readable Parquet file: {exc}", str(path), "re-export it as Parquet"
@@ -683,13 +677,20 @@ def _iter_table(
 ) -> Iterator[tuple[Sequence[str], Sequence[str], list[Violation] | None]]:
     """Rows of an in-memory Arrow table, a batch of ``batch_size`` at a time, as Parquet's."""
     for record_batch in table.select(columns).to_batches(max_chunksize=batch_size):
-        values = [
-            [cell_text(v) for v in record_batch.column(i).to_pylist()]
-            for i in range(record_batch.num_columns)
-        ]
-        names = record_batch.schema.names
-        for row in zip(*values, strict=True):
-            yield names, row, None
+        yield from _batch_rows(record_batch)
+
+
+def _batch_rows(
+    record_batch: Any,
+) -> Iterator[tuple[Sequence[str], Sequence[str], list[Violation] | None]]:
+    """The rows of an Arrow record batch, each cell as text (:func:`cell_text`)."""
+    values = [
+        [cell_text(v) for v in record_batch.column(i).to_pylist()]
+        for i in range(record_batch.num_columns)
+    ]
+    names = record_batch.schema.names
+    for row in zip(*values, strict=True):
+        yield names, row, None
 
 
 @contextlib.contextmanager
