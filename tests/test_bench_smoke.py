@@ -10,24 +10,22 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(300)
-def test_bench_suite_runs_on_a_few_rows(tmp_path: Path) -> None:
+def quick_bench(tmp_path: Path, script: str, *args: str) -> dict[str, Any]:
+    """Run ``bench/<script> --quick`` in ``tmp_path``; its JSON report."""
     out = tmp_path / "results.json"
     proc = subprocess.run(
         [
             sys.executable,
-            str(REPO / "bench" / "run_bench.py"),
+            str(REPO / "bench" / script),
             "--quick",
-            "--only",
-            "rate_limited",
-            "--only",
-            "scale",
+            *args,
             "--workdir",
             str(tmp_path),
             "--out",
@@ -38,7 +36,13 @@ def test_bench_suite_runs_on_a_few_rows(tmp_path: Path) -> None:
         timeout=280,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(out.read_text())
+    report: dict[str, Any] = json.loads(out.read_text())
+    return report
+
+
+@pytest.mark.timeout(300)
+def test_bench_suite_runs_on_a_few_rows(tmp_path: Path) -> None:
+    report = quick_bench(tmp_path, "run_bench.py", "--only", "rate_limited", "--only", "scale")
     rl = report["rate_limited"]
     for side in ("batchgen", "baseline"):
         assert rl[side]["by_status"] == {"succeeded": 20}, rl[side]
@@ -55,18 +59,10 @@ def test_bench_suite_runs_on_a_few_rows(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)
 def test_pacing_scenarios_run_on_a_few_rows(tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
-    args = [sys.executable, str(REPO / "bench" / "run_bench.py"), "--quick"]
+    args = []
     for name in ("small_bucket", "shared_account", "limit_change", "mixed_latency"):
         args += ["--only", name]
-    proc = subprocess.run(
-        [*args, "--workdir", str(tmp_path), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(out.read_text())
+    report = quick_bench(tmp_path, "run_bench.py", *args)
     assert report["small_bucket"]["by_status"] == {"succeeded": 20}
     assert report["small_bucket"]["sim"]["burst"] == 10
     shared = report["shared_account"]
@@ -92,23 +88,7 @@ def test_output_write_bench_runs_on_a_few_rows() -> None:
 
 @pytest.mark.timeout(300)
 def test_variants_bench_runs_on_a_few_rows(tmp_path: Path) -> None:
-    out = tmp_path / "variants.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "variants_bench.py"),
-            "--quick",
-            "--workdir",
-            str(tmp_path),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(out.read_text())
+    report = quick_bench(tmp_path, "variants_bench.py")
     assert report["rate"]["run"]["tasks_created"] == 60  # 20 rows x 3 aspects
     assert report["rate"]["run"]["by_status"] == {"succeeded": 60}
     assert [r["tasks_created"] for r in report["rss"]["runs"]] == [30, 300]
