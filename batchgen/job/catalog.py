@@ -390,10 +390,6 @@ class Catalog:
             raise CatalogError(f"not JSON: {exc}") from None
         return cls.parse(payload, CatalogOrigin(FILE, str(path)))
 
-    def with_origin(self, origin: CatalogOrigin) -> Catalog:
-        """The same models, said to come from ``origin``."""
-        return Catalog(list(self._models.values()), self._payload, origin)
-
     def with_prices(self, prices: Mapping[str, int]) -> Catalog:
         """The same catalog with the base credits of some models replaced (observed prices)."""
         payload = self.to_api()

@@ -54,11 +54,6 @@ def is_store_url(text: str) -> bool:
     return scheme(text) in WRITABLE_SCHEMES
 
 
-def is_remote(text: str) -> bool:
-    """Any URL batchgen can read through fsspec (object stores and http(s))."""
-    return scheme(text) in READABLE_SCHEMES
-
-
 def redact(text: str) -> str:
     """``text`` without signed-URL parameters and credential-like values."""
     return _SECRET.sub(r"\1***", text)

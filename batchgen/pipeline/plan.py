@@ -441,7 +441,7 @@ class Planner:
                 plan = RowPlan(
                     row, action, previous=prev, epoch=prev["epoch"], fast=True, variant=variant
                 )
-                plan.digest = self.task_digest(digest, variant)
+                plan.digest = prev["scan_digest"]  # equal to task_digest: _keeps checked it
                 plans.append(plan)
         return self._fetched(plans)
 
@@ -571,7 +571,8 @@ class Planner:
                     )
             prompt = template.render(cells)
         model = spec.model
-        if model is None or self.catalog.get(model) is None:
+        spec_model = self.catalog.get(model) if model is not None else None
+        if model is None or spec_model is None:
             return prompt, params, problems
         if variant.params or variant.aspect or spec.aspect or variant.candidate is not None:
             params = dict(params)
@@ -594,8 +595,7 @@ class Planner:
                 )
             else:
                 params[hit[0]] = hit[1]
-        spec_model = self.catalog.get(model)
-        if variant.candidate is not None and spec_model and "seed" in spec_model.params:
+        if variant.candidate is not None and "seed" in spec_model.params:
             params["seed"] = seed_for(self.job_id, spec.key, variant.id, variant.candidate)
         return prompt, params, problems
 
@@ -603,14 +603,10 @@ class Planner:
         """A catalog violation of a task: named after the variant's setting when the variant
         gave the value (its style's prompt, its param), else as :meth:`_located` does."""
         if variant.style is not None and v.field == "prompt":
-            where = f"variants.styles.{variant.style}"
-            _head, sep, rest = v.message.partition(": ")
-            return Violation(where, v.rule, f"{where}: {rest if sep else v.message}")
+            return _renamed(v, f"variants.styles.{variant.style}")
         keys = {k for k, _ in variant.params}
         if v.field.startswith("params.") and v.field.split(".", 1)[1] in keys:
-            where = f"variants.{v.field.split('.', 1)[1]}"
-            _head, sep, rest = v.message.partition(": ")
-            return Violation(where, v.rule, f"{where}: {rest if sep else v.message}")
+            return _renamed(v, f"variants.{v.field.split('.', 1)[1]}")
         return self._located(v, row)
 
     def _name(
@@ -838,3 +834,9 @@ def plan_to_row(plan: RowPlan, run_id: int) -> dict[str, Any]:
         if not keep_error:
             base.update(error_code=None, error_field=None, error_message=None)
     return base
+
+
+def _renamed(v: Violation, where: str) -> Violation:
+    """``v`` addressed to ``where`` (its message's own prefix replaced by it)."""
+    _head, sep, rest = v.message.partition(": ")
+    return Violation(where, v.rule, f"{where}: {rest if sep else v.message}")
